@@ -1,0 +1,271 @@
+"""`sift curate`: WARC files -> clean document shards (Parquet, zstd) with per-shard stats.
+
+The DAG, one Ray Data task per input file (streaming; a file is never held in memory whole):
+
+    list inputs -> read WARC -> [per-document stages] -> write shard + stats.json -> merge stats
+
+Per-document stages run fused inside the file's task, in the order of `document_stages()`;
+later stages (language ID, PII, Gopher, classifiers) are added there. Corpus-wide stages (dedup,
+tokenization) read the shards this writes.
+
+    python -m pipelines.curate --input 'data/sample/*.warc.gz' --output runs/demo
+    ray job submit --working-dir . -- python -m pipelines.curate --input s3://... --output s3://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from operators.extract import ExtractConfig
+from operators.warc import ReadConfig, iter_warc
+from pipelines import stats as statslib
+from pipelines.config import config_hash, parse_set, resolve
+from pipelines.io import OutputDir, list_inputs, open_input
+from pipelines.run_info import run_metadata
+from pipelines.schema import document_schema, parse_warc_date, to_table
+from pipelines.stages import DocStage, ExtractStage
+
+DOCS_DIR = "documents"
+STAGE_ORDER = ("read", "extract")
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    input: tuple[str, ...] = ()
+    """WARC/ARC files, directories, globs, s3:// or gs:// prefixes, or a CC `warc.paths[.gz]` listing."""
+    output: str = "runs/curate"
+    """Output folder (local or s3://, gs://)."""
+    cc_base_url: str = "s3://commoncrawl/"
+    """Prefix joined to the relative paths of a `warc.paths` listing."""
+    max_files: int | None = None
+    """Only the first N input files (sorted), for trial runs."""
+    num_cpus: int | None = None
+    """Size of the embedded local Ray (default: all cores). Ignored when RAY_ADDRESS is set."""
+    batch_size: int = 128
+    """Documents per batch inside a file task (bounds memory; does not change the output)."""
+    keep_html: bool = False
+    """Also store the raw HTML bytes in the shards."""
+    read: ReadConfig = field(default_factory=ReadConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def output_hash(self) -> str:
+        """Hash of the fields that change the shards' content (not where or how fast)."""
+        return config_hash({"read": asdict(self.read), "extract": asdict(self.extract), "keep_html": self.keep_html})
+
+
+def document_stages(cfg: CurateConfig) -> list[DocStage]:
+    """The per-document stages, in order. New filters plug in here."""
+    return [
+        ExtractStage(cfg.extract),
+    ]
+
+
+def shard_name(path: str) -> str:
+    """Stable, unique shard name for an input file: readable stem + hash of the full path."""
+    stem = re.sub(r"(\.warc|\.arc)?(\.gz|\.lz4|\.zst)?$", "", path.rstrip("/").rsplit("/", 1)[-1])
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "input"
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def _batched(it, n: int):
+    it = iter(it)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class CurateShard:
+    """Ray Data worker: one input file -> one Parquet shard + its stats.json, written atomically.
+
+    Built once per worker (stages load their models in __init__), called once per file.
+    """
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+        self.out = OutputDir(cfg.output)
+        self.stages = document_stages(cfg)
+        self.schema = document_schema([f for s in self.stages for f in s.fields], cfg.keep_html)
+
+    def process(self, path: str, shard: str) -> Counter:
+        cfg, out = self.cfg, self.out
+        stats: Counter = Counter()
+        stats["read/files"] += 1
+        tmp = out.tmp_path(DOCS_DIR, f"{shard}.parquet")
+        with out.fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
+            with open_input(path) as f:
+                for batch in _batched(iter_warc(f, path, cfg.read, stats), cfg.batch_size):
+                    docs = []
+                    for row in batch:
+                        doc = row.as_dict()
+                        doc["html_bytes"] = len(row.html)
+                        doc["warc_date"] = parse_warc_date(row.warc_date)
+                        docs.append(doc)
+                    for stage in self.stages:
+                        docs = stage(docs, stats)
+                    if docs:
+                        writer.write_table(to_table(docs, self.schema))
+                    stats["write/docs"] += len(docs)
+                f.seek(0, os.SEEK_END)
+                stats["read/input_bytes"] += f.tell()
+        out.commit(tmp, DOCS_DIR, f"{shard}.parquet")
+        # the stats file is written last: its presence marks the unit complete
+        out.write_json(dict(stats), DOCS_DIR, f"{shard}.stats.json")
+        return stats
+
+    def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            stats = self.process(unit["path"], unit["shard"])
+        except Exception as exc:
+            # a deterministic failure names its input so it can be reproduced with one file
+            raise RuntimeError(f"curate failed on {unit['path']}: {type(exc).__name__}: {exc}") from exc
+        return {"shard": unit["shard"], "stats": json.dumps(dict(stats)), "seconds": time.perf_counter() - t0}
+
+
+def init_ray(num_cpus: int | None) -> None:
+    """Connect to RAY_ADDRESS (a cluster, or the job's own under `ray job submit`), else start a
+    local Ray sized to this machine (or to `num_cpus`)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+
+
+def run(cfg: CurateConfig) -> dict[str, Any]:
+    """Curate `cfg.input` into `cfg.output`; skip files whose shards are already complete."""
+    t0 = time.perf_counter()
+    inputs = list_inputs(cfg.input, cfg.cc_base_url)
+    if cfg.max_files is not None:
+        inputs = inputs[: cfg.max_files]
+    out = OutputDir(cfg.output)
+    out.check_writable()
+    if out.exists("run.json"):
+        previous = out.read_json("run.json")
+        if previous.get("output_hash") != cfg.output_hash():
+            raise ValueError(
+                f"{cfg.output} holds a run made with different settings (output hash "
+                f"{previous.get('output_hash')} != {cfg.output_hash()}); choose a new --output"
+            )
+    out.makedirs(DOCS_DIR)
+    units = [{"path": p, "shard": shard_name(p)} for p in inputs]
+    done = set(out.list(DOCS_DIR, suffix=".stats.json"))
+    pending = [u for u in units if f"{u['shard']}.stats.json" not in done]
+    meta = run_metadata(asdict(cfg), cfg.output_hash())
+    out.write_json({**meta, "status": "running", "inputs": len(units), "pending": len(pending)}, "run.json")
+
+    if pending:
+        import ray
+
+        init_ray(cfg.num_cpus)
+        workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
+        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+        ds = ds.map(
+            CurateShard,
+            fn_constructor_args=(cfg,),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            num_cpus=1,
+        )
+        # shards and their stats are written by the workers; the rows only carry timings
+        task_seconds = sum(row["seconds"] for row in ds.iter_rows())
+    else:
+        task_seconds = 0.0
+    wall = time.perf_counter() - t0
+
+    shard_stats = [out.read_json(DOCS_DIR, f"{u['shard']}.stats.json") for u in units]
+    total = statslib.merge(shard_stats)
+    errors = statslib.balance_errors(total)
+    if errors:
+        raise AssertionError(f"stats do not balance: {errors}")
+    summary = {
+        "output": out.uri,
+        "documents_dir": out.path(DOCS_DIR),
+        "files": len(units),
+        "files_processed_now": len(pending),
+        "wall_seconds": round(wall, 3),
+        "task_seconds": round(task_seconds, 3),
+        "stats": dict(sorted(total.items())),
+    }
+    out.write_json(summary, "stats.json")
+    out.write_bytes(b"", DOCS_DIR, "_SUCCESS")
+    out.write_json({**meta, "status": "finished", "inputs": len(units), "wall_seconds": wall}, "run.json")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    s = summary["stats"]
+    lines = [f"sift curate: {summary['files']} input files ({summary['files_processed_now']} processed now)"]
+    for stage, n_in, n_out, drops in statslib.funnel(s, STAGE_ORDER):
+        lines.append(f"  {stage:<8} in {n_in:>8,}  out {n_out:>8,}")
+        for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {'':<8}   - {reason:<28} {n:>8,}")
+    errors = {k.split("/", 1)[1]: v for k, v in s.items() if "/file_error_" in k}
+    for kind, n in sorted(errors.items()):
+        lines.append(f"  file errors: {kind} x{n} (records before the damage were kept)")
+    if summary["files_processed_now"] == summary["files"] and summary["task_seconds"] > 0:
+        busy = summary["task_seconds"]
+        mb = s.get("read/input_bytes", 0) / 1e6
+        lines.append(
+            f"  throughput per core: {mb / busy:.1f} MB/s of WARC, {s.get('extract/in', 0) / busy:,.0f} pages/s "
+            f"({busy:.1f} core-s in file tasks, {summary['wall_seconds']:.1f} s wall incl. Ray start)"
+        )
+    elif not summary["files_processed_now"]:
+        lines.append("  nothing to do: every input already has a complete shard (delete the output to redo)")
+    lines.append(f"  documents: {summary['documents_dir']}  (Parquet, one shard per input file)")
+    lines.append(f"  stats:     {summary['output']}/stats.json")
+    return "\n".join(lines)
+
+
+def build_parser(prog: str = "sift curate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Curate WARC files into clean document shards.")
+    p.add_argument("--input", "-i", action="append", default=[], help="file, dir, glob, s3://..., or warc.paths (repeatable)")
+    p.add_argument("--output", "-o", help="output folder (local or s3://, gs://)")
+    p.add_argument("--config", "-c", help="YAML file overriding CurateConfig fields")
+    p.add_argument("--num-cpus", type=int, help="size of the embedded local Ray")
+    p.add_argument("--max-files", type=int, help="only the first N input files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. extract.main_content=false")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CurateConfig:
+    overrides = parse_set(args.set)
+    if args.input:
+        overrides["input"] = list(args.input)
+    if args.output:
+        overrides["output"] = args.output
+    if args.num_cpus is not None:
+        overrides["num_cpus"] = args.num_cpus
+    if args.max_files is not None:
+        overrides["max_files"] = args.max_files
+    return resolve(CurateConfig, args.config, overrides)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m pipelines.curate") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        summary = run(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The curate DAG on a local Ray: output contract, stats, resume, config checks, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+
+from operators.warc import read_warc_rows
+from pipelines import curate
+from pipelines.curate import CurateConfig, run, shard_name
+from pipelines.stats import balance_errors
+from tests.conftest import SAMPLE
+
+pytestmark = pytest.mark.ray
+
+INPUTS = [str(SAMPLE / "edge-cases.warc.gz"), str(SAMPLE / "edge-truncated.warc.gz"), str(SAMPLE / "whirlwind.warc.gz")]
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("curate") / "run"
+    cfg = CurateConfig(input=tuple(INPUTS), output=str(out))
+    return cfg, run(cfg)
+
+
+def test_output_contract(finished_run):
+    """One zstd Parquet shard + stats.json per input, _SUCCESS, run.json with config and versions."""
+    cfg, summary = finished_run
+    docs = f"{cfg.output}/documents"
+    for path in INPUTS:
+        shard = shard_name(path)
+        meta = pq.ParquetFile(f"{docs}/{shard}.parquet").metadata
+        assert meta.row_group(0).column(0).compression == "ZSTD"
+        stats = json.load(open(f"{docs}/{shard}.stats.json"))
+        assert balance_errors(stats) == []
+        assert stats["write/docs"] == meta.num_rows
+    assert (open(f"{docs}/_SUCCESS").read()) == ""
+    run_info = json.load(open(f"{cfg.output}/run.json"))
+    assert run_info["status"] == "finished"
+    assert run_info["config"]["extract"]["main_content"] is True
+    assert run_info["versions"]["ray"] == "2.60.0"
+    assert run_info["output_hash"] == cfg.output_hash()
+
+
+def test_documents_are_the_read_pages_with_text(finished_run):
+    """Every shard row is a page the reader emitted, in file order, with non-empty extracted text."""
+    cfg, summary = finished_run
+    table = pq.read_table(f"{cfg.output}/documents/{shard_name(INPUTS[0])}.parquet")
+    read_ids = [r.doc_id for r in read_warc_rows(INPUTS[0])[0]]
+    ids = table.column("doc_id").to_pylist()
+    assert ids == [i for i in read_ids if i in set(ids)]
+    assert len(ids) >= 10
+    assert all(len(t) > 0 for t in table.column("text").to_pylist())
+    assert table.schema.field("warc_date").type.tz == "UTC"
+    assert "html" not in table.schema.names
+    texts = dict(zip(table.column("url").to_pylist(), table.column("text").to_pylist()))
+    # the ISO-8859-1 page whose header claims UTF-8 decodes without replacement characters
+    lies = [t for u, t in texts.items() if "nachrichten.at" in u][0]
+    assert "\ufffd" not in lies and "Therapie" in lies
+
+
+def test_run_stats_balance_and_add_up(finished_run):
+    cfg, summary = finished_run
+    s = summary["stats"]
+    assert balance_errors(s) == []
+    assert s["read/files"] == 3
+    assert s["extract/in"] == s["read/out"]
+    assert s["write/docs"] == s["extract/out"]
+    assert s["read/drop_truncated_record"] == 1
+    merged = json.load(open(f"{cfg.output}/stats.json"))["stats"]
+    assert merged == s
+
+
+def test_rerun_is_a_no_op_and_resume_redoes_only_missing(finished_run):
+    """A finished run reruns as a no-op; deleting one unit's marker redoes exactly that unit with
+    identical output."""
+    cfg, summary = finished_run
+    again = run(cfg)
+    assert again["files_processed_now"] == 0
+    assert again["stats"] == summary["stats"]
+    shard = shard_name(INPUTS[0])
+    before = pq.read_table(f"{cfg.output}/documents/{shard}.parquet")
+
+
+    os.remove(f"{cfg.output}/documents/{shard}.stats.json")
+    resumed = run(cfg)
+    assert resumed["files_processed_now"] == 1
+    assert resumed["stats"] == summary["stats"]
+    assert pq.read_table(f"{cfg.output}/documents/{shard}.parquet").equals(before)
+
+
+def test_changed_settings_refuse_the_same_output(finished_run):
+    cfg, _ = finished_run
+    changed = replace(cfg, extract=replace(cfg.extract, main_content=False))
+    with pytest.raises(ValueError, match="different settings"):
+        run(changed)
+
+
+def test_bad_paths_fail_before_any_work(tmp_path):
+    """A missing input or an unwritable output is a clear error, raised before Ray starts."""
+    with pytest.raises(ValueError, match="matched no files"):
+        run(CurateConfig(input=(str(tmp_path / "nope.warc.gz"),), output=str(tmp_path / "o")))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(ValueError, match="not writable"):
+        run(CurateConfig(input=(INPUTS[0],), output=str(blocker / "sub")))
+
+
+def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
+    code = curate.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "matched no files" in capsys.readouterr().err
+    code = curate.main(["--input", INPUTS[0], "--output", str(tmp_path / "o"), "--set", "extract.bogus=1"])
+    assert code == 2
+    assert "unknown config key 'extract.bogus'" in capsys.readouterr().err
+
+
+def test_cli_yaml_and_flags(ray_local, tmp_path, capsys):
+    """YAML overrides defaults, flags override YAML; the summary names the funnel and outputs."""
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text(f"input: [{INPUTS[2]}]\noutput: {tmp_path / 'ignored'}\nextract:\n  main_content: false\n")
+    code = curate.main(["--config", str(yaml_path), "--output", str(tmp_path / "o"), "--set", "batch_size=7"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "read" in out and "extract" in out and "record_type_request" in out
+    info = json.load(open(tmp_path / "o" / "run.json"))
+    assert info["config"]["extract"]["main_content"] is False
+    assert info["config"]["batch_size"] == 7
+    assert not (tmp_path / "ignored").exists()
+
+
+def test_corrupt_file_in_a_run_is_counted_not_fatal(ray_local, tmp_path):
+    """Junk files among good ones: the job finishes, the junk is counted, good pages are written."""
+    junk = tmp_path / "in" / "junk.warc.gz"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00not really gzip" * 50)
+    empty = tmp_path / "in" / "empty.warc"
+    empty.write_bytes(b"")
+    shutil.copy(INPUTS[2], tmp_path / "in")
+    summary = run(CurateConfig(input=(str(tmp_path / "in"),), output=str(tmp_path / "o")))
+    s = summary["stats"]
+    assert s["read/files"] == 3
+    assert s["read/file_unreadable"] == 1
+    assert s["read/file_error_not_a_warc"] == 1
+    assert s["write/docs"] == 1
