@@ -289,21 +289,30 @@ def record_to_row(
     )
 
 
+def _fastwarc_type_names() -> dict:
+    from fastwarc.warc import WarcRecordType
+
+    names = ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation", "unknown")
+    return {int(getattr(WarcRecordType, n)): n for n in names}
+
+
+_FASTWARC_TYPES: dict = {}
+
+
 def _fastwarc_records(stream: IO[bytes], cfg: ReadConfig) -> Iterator[tuple[str, dict, bytes, int, int]]:
     from fastwarc.warc import ArchiveIterator
 
-    # wanted types get their block read; others are counted from headers alone
+    if not _FASTWARC_TYPES:
+        _FASTWARC_TYPES.update(_fastwarc_type_names())
     for record in ArchiveIterator(stream, parse_http=False):
-        rtype = str(record.record_type).rsplit(".", 1)[-1]
-        headers = dict(record.headers.items())
+        rtype = _FASTWARC_TYPES.get(int(record.record_type)) or str(record.record_type).rsplit(".", 1)[-1]
         declared = record.content_length
-        if rtype in ("response", "resource") and declared <= cfg.max_record_bytes:
-            block = record.reader.read()
+        if rtype not in ("response", "resource"):
+            yield rtype, {}, b"", declared, record.stream_pos  # counted by type; body never read
+        elif declared > cfg.max_record_bytes:
+            yield "__too_large__", {}, b"", declared, record.stream_pos
         else:
-            block = b""
-            if declared > cfg.max_record_bytes and rtype in ("response", "resource"):
-                rtype = "__too_large__"
-        yield rtype, headers, block, declared, record.stream_pos
+            yield rtype, dict(record.headers.items()), record.reader.read(), declared, record.stream_pos
 
 
 def _warcio_records(stream: IO[bytes], cfg: ReadConfig) -> Iterator[tuple[str, dict, bytes, int, int]]:

@@ -124,13 +124,17 @@ class CurateShard:
         return stats
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             stats = self.process(unit["path"], unit["shard"])
         except Exception as exc:
             # a deterministic failure names its input so it can be reproduced with one file
             raise RuntimeError(f"curate failed on {unit['path']}: {type(exc).__name__}: {exc}") from exc
-        return {"shard": unit["shard"], "stats": json.dumps(dict(stats)), "seconds": time.perf_counter() - t0}
+        return {
+            "shard": unit["shard"],
+            "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+        }
 
 
 def init_ray(num_cpus: int | None) -> None:
@@ -181,9 +185,11 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
             num_cpus=1,
         )
         # shards and their stats are written by the workers; the rows only carry timings
-        task_seconds = sum(row["seconds"] for row in ds.iter_rows())
+        timings = list(ds.iter_rows())
+        task_seconds = sum(r["seconds"] for r in timings)
+        cpu_seconds = sum(r["cpu_seconds"] for r in timings)
     else:
-        task_seconds = 0.0
+        task_seconds = cpu_seconds = 0.0
     wall = time.perf_counter() - t0
 
     shard_stats = [out.read_json(DOCS_DIR, f"{u['shard']}.stats.json") for u in units]
@@ -198,6 +204,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         "files_processed_now": len(pending),
         "wall_seconds": round(wall, 3),
         "task_seconds": round(task_seconds, 3),
+        "task_cpu_seconds": round(cpu_seconds, 3),
         "stats": dict(sorted(total.items())),
     }
     out.write_json(summary, "stats.json")

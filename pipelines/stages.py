@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from operators.extract import ExtractConfig, Extractor
+from operators.extract import ExtractConfig, Extractor, Rejected
 
 Doc = dict[str, Any]
 
@@ -40,6 +40,9 @@ class ExtractStage:
             stats["extract/in"] += 1
             try:
                 text = self.extractor(doc["html"])
+            except Rejected as rejected:
+                stats[f"extract/drop_{rejected.reason}"] += 1
+                continue
             except Exception:  # resiliparse raises its own parser exceptions on hostile markup
                 stats["extract/drop_parse_error"] += 1
                 continue

@@ -1,0 +1,101 @@
+"""Config resolution (defaults <- YAML <- --set) and input listing / atomic output, without Ray."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from pipelines.config import build, config_hash, parse_set, resolve
+from pipelines.curate import CurateConfig, shard_name
+from pipelines.io import OutputDir, list_inputs
+from pipelines.stats import balance_errors, funnel, merge
+from tests.conftest import SAMPLE
+
+
+def test_yaml_then_set_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("output: from-yaml\nbatch_size: 64\nread:\n  allowed_http_statuses: [200, 203]\n")
+    cfg = resolve(CurateConfig, str(y), parse_set(["batch_size=8", "extract.main_content=false", "input=[a, b]"]))
+    assert cfg.output == "from-yaml"
+    assert cfg.batch_size == 8
+    assert cfg.read.allowed_http_statuses == (200, 203)
+    assert cfg.extract.main_content is False
+    assert cfg.input == ("a", "b")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"nope": 1}, "unknown config key 'nope'"),
+    ({"read.nope": 1}, "unknown config key 'read.nope'"),
+    ({"batch_size": "many"}, "batch_size: expected an integer"),
+    ({"keep_html": "yes please"}, "keep_html: expected true/false"),
+    ({"read": 3}, "read: expected a mapping"),
+    ({"extract.fallback_max_share": True}, "expected a number"),
+])
+def test_bad_config_is_a_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(CurateConfig, None, overrides)
+
+
+def test_set_needs_key_value():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_set(["justakey"])
+
+
+def test_output_hash_ignores_execution_fields():
+    a = CurateConfig(output="x", num_cpus=1, batch_size=5)
+    b = CurateConfig(output="y", num_cpus=8, batch_size=500)
+    assert a.output_hash() == b.output_hash()
+    c = build(CurateConfig, {"extract": {"drop_ui_lines": False}})
+    assert c.output_hash() != a.output_hash()
+    assert config_hash({"a": 1}) == config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_list_inputs_dir_glob_file_listing(tmp_path):
+    by_dir = list_inputs([str(SAMPLE)])
+    assert len(by_dir) == 7 and all(p.endswith(".warc.gz") for p in by_dir)
+    assert list_inputs([str(SAMPLE / "edge-*.warc.gz")]) == [str(SAMPLE / "edge-cases.warc.gz"), str(SAMPLE / "edge-truncated.warc.gz")]
+    # duplicates across specs collapse; output is sorted
+    assert list_inputs([str(SAMPLE), str(SAMPLE / "whirlwind.warc.gz")]) == by_dir
+    listing = tmp_path / "warc.paths.gz"
+    listing.write_bytes(gzip.compress(b"crawl-data/CC-MAIN-2024-22/segments/1/warc/a.warc.gz\n\ncrawl-data/b.warc.gz\n"))
+    assert list_inputs([str(listing)], cc_base_url="s3://commoncrawl/") == [
+        "s3://commoncrawl/crawl-data/CC-MAIN-2024-22/segments/1/warc/a.warc.gz",
+        "s3://commoncrawl/crawl-data/b.warc.gz",
+    ]
+
+
+def test_list_inputs_errors(tmp_path):
+    with pytest.raises(ValueError, match="no input"):
+        list_inputs([])
+    with pytest.raises(ValueError, match="matched no files"):
+        list_inputs([str(tmp_path / "*.warc.gz")])
+    (tmp_path / "notes.txt").write_text("not a warc")
+    with pytest.raises(ValueError, match="matched no files"):
+        list_inputs([str(tmp_path)])
+
+
+def test_output_dir_atomic_write(tmp_path):
+    out = OutputDir(str(tmp_path / "o"))
+    out.check_writable()
+    out.makedirs("d")
+    out.write_json({"a": 1}, "d", "x.json")
+    assert out.read_json("d", "x.json") == {"a": 1}
+    assert out.list("d") == ["x.json"]
+    assert not [n for n in os.listdir(tmp_path / "o" / "d") if n.startswith(".tmp")]
+
+
+def test_shard_names_unique_and_readable():
+    a, b = shard_name("/x/CC-MAIN-1.warc.gz"), shard_name("/y/CC-MAIN-1.warc.gz")
+    assert a != b and a.startswith("CC-MAIN-1-") and b.startswith("CC-MAIN-1-")
+    assert shard_name("s3://b/p/file.arc.gz").startswith("file-")
+
+
+def test_stats_balance_and_funnel():
+    shard1 = {"read/in": 10, "read/out": 4, "read/drop_not_html": 6, "extract/in": 4, "extract/out": 3, "extract/drop_empty": 1}
+    shard2 = {"read/in": 2, "read/out": 2, "extract/in": 2, "extract/out": 2}
+    total = merge([shard1, shard2])
+    assert balance_errors(total) == []
+    assert funnel(total, ["read", "extract"]) == [("read", 12, 6, {"not_html": 6}), ("extract", 6, 5, {"empty": 1})]
+    assert balance_errors({"x/in": 3, "x/out": 1, "x/drop_a": 1}) == ["x: in=3 != out=1 + drops=1"]
