@@ -99,7 +99,7 @@ def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
     inputs = [SAMPLE / "edge-cases.warc.gz", SAMPLE / "whirlwind.warc.gz"]
     cmd = [
         str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO),
-        "--", "python", "-m", "pipelines.curate",
+        "--", sys.executable, "-m", "pipelines.curate",  # the driver runs on this node: use our env
         *[a for p in inputs for a in ("--input", str(p))], "--output", str(out), "--json",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
