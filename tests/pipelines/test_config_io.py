@@ -99,3 +99,11 @@ def test_stats_balance_and_funnel():
     assert balance_errors(total) == []
     assert funnel(total, ["read", "extract"]) == [("read", 12, 6, {"not_html": 6}), ("extract", 6, 5, {"empty": 1})]
     assert balance_errors({"x/in": 3, "x/out": 1, "x/drop_a": 1}) == ["x: in=3 != out=1 + drops=1"]
+
+
+@pytest.mark.parametrize("path", sorted((SAMPLE.parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_resolve(path):
+    """Every YAML in configs/ is valid against the current config classes (a renamed field must not
+    break the README's demo command)."""
+    cfg = resolve(CurateConfig, str(path))
+    assert cfg.input
