@@ -29,16 +29,17 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from operators.extract import ExtractConfig
+from operators.langid import LangIDConfig
 from operators.warc import ReadConfig, iter_warc
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve
 from pipelines.io import OutputDir, list_inputs, open_input
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
-from pipelines.stages import DocStage, ExtractStage
+from pipelines.stages import DocStage, ExtractStage, LanguageIDStage, touch
 
 DOCS_DIR = "documents"
-STAGE_ORDER = ("read", "extract")
+STAGE_ORDER = ("read", "extract", "langid")
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,22 @@ class CurateConfig:
     """Also store the raw HTML bytes in the shards."""
     read: ReadConfig = field(default_factory=ReadConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    langid: LangIDConfig = field(default_factory=LangIDConfig)
 
     def output_hash(self) -> str:
         """Hash of the fields that change the shards' content (not where or how fast)."""
-        return config_hash({"read": asdict(self.read), "extract": asdict(self.extract), "keep_html": self.keep_html})
+        return config_hash(
+            {"read": asdict(self.read), "extract": asdict(self.extract), "langid": asdict(self.langid), "keep_html": self.keep_html}
+        )
 
 
 def document_stages(cfg: CurateConfig) -> list[DocStage]:
     """The per-document stages, in order. New filters plug in here."""
-    return [
-        ExtractStage(cfg.extract),
-    ]
+    stages: list[DocStage] = [ExtractStage(cfg.extract)]
+    if cfg.langid.enabled:
+        stages.append(LanguageIDStage(cfg.langid))
+    # next (issue 3): PII masking, Gopher rules, blocklists, fastText quality/harm classifiers
+    return stages
 
 
 def shard_name(path: str) -> str:
@@ -101,6 +107,8 @@ class CurateShard:
         cfg, out = self.cfg, self.out
         stats: Counter = Counter()
         stats["read/files"] += 1
+        for stage_name in ("read", *(s.name for s in self.stages)):
+            touch(stats, stage_name)  # every shard names every stage, even with no documents
         tmp = out.tmp_path(DOCS_DIR, f"{shard}.parquet")
         with out.fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
             with open_input(path) as f:
@@ -158,6 +166,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         inputs = inputs[: cfg.max_files]
     out = OutputDir(cfg.output)
     out.check_writable()
+    document_stages(cfg)  # a missing or wrong model is an error here, before any work starts
     if out.exists("run.json"):
         previous = out.read_json("run.json")
         if previous.get("output_hash") != cfg.output_hash():
@@ -218,6 +227,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"sift curate: {summary['files']} input files ({summary['files_processed_now']} processed now)"]
     for stage, n_in, n_out, drops in statslib.funnel(s, STAGE_ORDER):
         lines.append(f"  {stage:<8} in {n_in:>8,}  out {n_out:>8,}")
+        if stage == "langid":
+            langs = sorted(((k.split("_", 1)[1], v) for k, v in s.items() if k.startswith("langid/lang_")), key=lambda kv: -kv[1])
+            lines.append(f"  {'':<8}   languages: " + ", ".join(f"{lang} {n}" for lang, n in langs[:8]))
         for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {'':<8}   - {reason:<28} {n:>8,}")
     errors = {k.split("/", 1)[1]: v for k, v in s.items() if "/file_error_" in k}

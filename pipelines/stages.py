@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from operators.extract import ExtractConfig, Extractor, Rejected
+from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
 
 Doc = dict[str, Any]
 
@@ -25,6 +26,12 @@ class DocStage(Protocol):
     def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]: ...
 
 
+def touch(stats: Counter, stage: str) -> None:
+    """Make `<stage>/in` and `<stage>/out` present even when zero, so every shard's stats name every stage."""
+    stats[f"{stage}/in"] += 0
+    stats[f"{stage}/out"] += 0
+
+
 class ExtractStage:
     """HTML -> main-content text; pages with no text (or that the parser rejects) are dropped."""
 
@@ -35,6 +42,7 @@ class ExtractStage:
         self.extractor = Extractor(cfg)
 
     def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
+        touch(stats, self.name)
         kept = []
         for doc in docs:
             stats["extract/in"] += 1
@@ -53,5 +61,35 @@ class ExtractStage:
             doc["text_chars"] = len(text)
             stats["extract/out"] += 1
             stats["extract/text_chars"] += len(text)
+            kept.append(doc)
+        return kept
+
+
+class LanguageIDStage:
+    """Adds `lang` and `lang_score`; keeps configured languages scoring at least `min_score`.
+
+    Counts the language of every document it sees (`langid/lang_<code>`), kept or not.
+    """
+
+    name = "langid"
+    fields = [pa.field("lang", pa.string()), pa.field("lang_score", pa.float32())]
+
+    def __init__(self, cfg: LangIDConfig):
+        self.cfg = cfg
+        self.identify = LanguageIdentifier(cfg.model_path, cfg.max_chars)
+
+    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
+        touch(stats, self.name)
+        kept = []
+        for doc in docs:
+            stats["langid/in"] += 1
+            lang, score = self.identify(doc["text"])
+            stats[f"langid/lang_{lang or 'none'}"] += 1
+            reason = language_reject_reason(lang, score, self.cfg)
+            if reason:
+                stats[f"langid/drop_{reason}"] += 1
+                continue
+            doc["lang"], doc["lang_score"] = lang, score
+            stats["langid/out"] += 1
             kept.append(doc)
         return kept

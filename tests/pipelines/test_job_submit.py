@@ -110,4 +110,5 @@ def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
     assert stats["read/files"] == 2
     assert (out / "documents" / "_SUCCESS").exists()
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "documents").glob("*.parquet"))
-    assert rows == stats["write/docs"] == stats["extract/out"] > 10
+    assert stats["extract/out"] > 10
+    assert rows == stats["write/docs"] == stats["langid/out"] >= 1
