@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from warcio.exceptions import ArchiveLoadFailed
+
 from operators.domains import registered_domain
 
 STAGE = "read"
@@ -233,6 +235,8 @@ def record_to_row(
         raise SkipRecord(f"record_type_{record_type}")
     if record_type == "resource" and not cfg.include_resource_records:
         raise SkipRecord("record_type_resource")
+    if declared_length > cfg.max_record_bytes:
+        raise SkipRecord("record_too_large")  # the reader left its block unread
     if len(block) < declared_length:
         raise SkipRecord("truncated_record")
     crawler_truncated = "warc-truncated" in h
@@ -307,10 +311,8 @@ def _fastwarc_records(stream: IO[bytes], cfg: ReadConfig) -> Iterator[tuple[str,
     for record in ArchiveIterator(stream, parse_http=False):
         rtype = _FASTWARC_TYPES.get(int(record.record_type)) or str(record.record_type).rsplit(".", 1)[-1]
         declared = record.content_length
-        if rtype not in ("response", "resource"):
-            yield rtype, {}, b"", declared, record.stream_pos  # counted by type; body never read
-        elif declared > cfg.max_record_bytes:
-            yield "__too_large__", {}, b"", declared, record.stream_pos
+        if rtype not in ("response", "resource") or declared > cfg.max_record_bytes:
+            yield rtype, {}, b"", declared, record.stream_pos  # skipped from headers; body never read
         else:
             yield rtype, dict(record.headers.items()), record.reader.read(), declared, record.stream_pos
 
@@ -331,8 +333,6 @@ def _warcio_records(stream: IO[bytes], cfg: ReadConfig) -> Iterator[tuple[str, d
             declared = len(block)
         else:
             block = b""
-            if declared > cfg.max_record_bytes and rtype in ("response", "resource"):
-                rtype = "__too_large__"
         yield rtype, headers, block, declared, it.get_record_offset()
 
 
@@ -377,8 +377,6 @@ def iter_warc(
             seen += 1
             stats[f"{STAGE}/in"] += 1
             try:
-                if rtype == "__too_large__":
-                    raise SkipRecord("record_too_large")
                 row = record_to_row(rtype, headers, block, declared, source_file, offset, cfg)
             except SkipRecord as skip:
                 stats[f"{STAGE}/drop_{skip.reason}"] += 1
@@ -386,14 +384,8 @@ def iter_warc(
             stats[f"{STAGE}/out"] += 1
             stats[f"{STAGE}/html_bytes"] += len(row.html)
             yield row
-    except (OSError, ValueError, EOFError, zlib.error) as exc:
-        # FastWARC raises OSError (warcio ArchiveLoadFailed, a ValueError-like) on a corrupt tail.
-        stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
-        if seen == 0:
-            stats[f"{STAGE}/file_unreadable"] += 1
-    except Exception as exc:  # warcio.exceptions.ArchiveLoadFailed derives from Exception
-        if type(exc).__name__ != "ArchiveLoadFailed":
-            raise
+    except (OSError, ValueError, EOFError, zlib.error, ArchiveLoadFailed) as exc:
+        # a corrupt or cut-off tail: FastWARC raises OSError, warcio ArchiveLoadFailed
         stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
         if seen == 0:
             stats[f"{STAGE}/file_unreadable"] += 1

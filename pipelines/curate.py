@@ -134,7 +134,7 @@ class CurateShard:
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            stats = self.process(unit["path"], unit["shard"])
+            self.process(unit["path"], unit["shard"])
         except Exception as exc:
             # a deterministic failure names its input so it can be reproduced with one file
             raise RuntimeError(f"curate failed on {unit['path']}: {type(exc).__name__}: {exc}") from exc

@@ -93,8 +93,6 @@ def test_rerun_is_a_no_op_and_resume_redoes_only_missing(finished_run):
     assert again["stats"] == summary["stats"]
     shard = shard_name(INPUTS[0])
     before = pq.read_table(f"{cfg.output}/documents/{shard}.parquet")
-
-
     os.remove(f"{cfg.output}/documents/{shard}.stats.json")
     resumed = run(cfg)
     assert resumed["files_processed_now"] == 1
