@@ -15,7 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from operators.extract import extract_text  # noqa: E402
+from operators.gopher import GopherConfig, gopher_reject_reason  # noqa: E402
 from operators.langid import BUNDLED_LID_MODEL, LanguageIdentifier  # noqa: E402
+from operators.pii import mask_pii  # noqa: E402
 from operators.warc import read_warc_rows  # noqa: E402
 
 
@@ -45,12 +47,18 @@ def main() -> None:
     rows = [
         ("fastText lid.176 predict, bare (newlines replaced)", lambda t: bare.predict(t.replace("\n", " "), k=1)),
         ("sift LanguageIdentifier (whitespace-normalised, capped)", ident),
+        ("sift Gopher rules, defaults (stop-word rule ends most non-English early)", gopher_reject_reason),
+        ("sift Gopher rules, every rule evaluated (min_stop_words=0)", lambda t, c=GopherConfig(min_stop_words=0): gopher_reject_reason(t, c)),
+        ("sift PII masking (e-mail, phone, IPv4/IPv6)", mask_pii),
     ]
-    print(f"{'operator':<58} {'docs/s':>8}")
-    rates = {}
+    print(f"{'operator':<72} {'docs/s':>8}")
+    total_s = 0.0
     for name, fn in rows:
-        rates[name] = best_rate(fn, texts, args.repeat)
-        print(f"{name:<58} {rates[name]:8.0f}")
+        rate = best_rate(fn, texts, args.repeat)
+        if name.startswith("sift") and "every rule" not in name:
+            total_s += 1 / rate
+        print(f"{name:<72} {rate:8.0f}")
+    print(f"{'sift filter chain (langid + Gopher defaults + PII), all docs through each':<72} {1 / total_s:8.0f}")
 
 
 if __name__ == "__main__":

@@ -29,17 +29,19 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from operators.extract import ExtractConfig
+from operators.gopher import GopherConfig
 from operators.langid import LangIDConfig
+from operators.pii import PIIConfig
 from operators.warc import ReadConfig, iter_warc
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve
 from pipelines.io import OutputDir, list_inputs, open_input
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
-from pipelines.stages import DocStage, ExtractStage, LanguageIDStage, touch
+from pipelines.stages import DocStage, ExtractStage, GopherStage, LanguageIDStage, PIIStage, touch
 
 DOCS_DIR = "documents"
-STAGE_ORDER = ("read", "extract", "langid")
+STAGE_ORDER = ("read", "extract", "langid", "gopher", "pii")
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,20 @@ class CurateConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIDConfig = field(default_factory=LangIDConfig)
+    gopher: GopherConfig = field(default_factory=GopherConfig)
+    pii: PIIConfig = field(default_factory=PIIConfig)
 
     def output_hash(self) -> str:
         """Hash of the fields that change the shards' content (not where or how fast)."""
         return config_hash(
-            {"read": asdict(self.read), "extract": asdict(self.extract), "langid": asdict(self.langid), "keep_html": self.keep_html}
+            {
+                "read": asdict(self.read),
+                "extract": asdict(self.extract),
+                "langid": asdict(self.langid),
+                "gopher": asdict(self.gopher),
+                "pii": asdict(self.pii),
+                "keep_html": self.keep_html,
+            }
         )
 
 
@@ -74,7 +85,11 @@ def document_stages(cfg: CurateConfig) -> list[DocStage]:
     stages: list[DocStage] = [ExtractStage(cfg.extract)]
     if cfg.langid.enabled:
         stages.append(LanguageIDStage(cfg.langid))
-    # next (issue 3): PII masking, Gopher rules, blocklists, fastText quality/harm classifiers
+    if cfg.gopher.enabled:
+        stages.append(GopherStage(cfg.gopher))
+    if cfg.pii.enabled:  # after the filters: mask only what is kept
+        stages.append(PIIStage(cfg.pii))
+    # next (issue 3): URL/word blocklists, fastText quality/harm classifiers
     return stages
 
 
@@ -230,6 +245,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         if stage == "langid":
             langs = sorted(((k.split("_", 1)[1], v) for k, v in s.items() if k.startswith("langid/lang_")), key=lambda kv: -kv[1])
             lines.append(f"  {'':<8}   languages: " + ", ".join(f"{lang} {n}" for lang, n in langs[:8]))
+        if stage == "pii":
+            masked = {k.split("masked_", 1)[1]: v for k, v in s.items() if k.startswith("pii/masked_")}
+            lines.append(f"  {'':<8}   masked: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(masked.items())))
         for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {'':<8}   - {reason:<28} {n:>8,}")
     errors = {k.split("/", 1)[1]: v for k, v in s.items() if "/file_error_" in k}

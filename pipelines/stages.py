@@ -13,7 +13,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from operators.extract import ExtractConfig, Extractor, Rejected
+from operators.gopher import GopherConfig, gopher_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
+from operators.pii import PIIConfig, mask_pii
 
 Doc = dict[str, Any]
 
@@ -91,5 +93,50 @@ class LanguageIDStage:
                 continue
             doc["lang"], doc["lang_score"] = lang, score
             stats["langid/out"] += 1
+            kept.append(doc)
+        return kept
+
+
+class PIIStage:
+    """Masks e-mails, phone numbers and IP addresses in `text`; never drops. Adds per-document counts."""
+
+    name = "pii"
+    fields = [pa.field("pii_emails", pa.int32()), pa.field("pii_phone_numbers", pa.int32()), pa.field("pii_ip_addresses", pa.int32())]
+
+    def __init__(self, cfg: PIIConfig):
+        self.cfg = cfg
+
+    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
+        touch(stats, self.name)
+        for doc in docs:
+            doc["text"], counts = mask_pii(doc["text"], self.cfg)
+            for kind, n in counts.items():
+                doc[f"pii_{kind}"] = n
+                stats[f"pii/masked_{kind}"] += n
+            stats["pii/docs_with_pii"] += any(counts.values())
+        stats["pii/in"] += len(docs)
+        stats["pii/out"] += len(docs)
+        return docs
+
+
+class GopherStage:
+    """Drops documents that break a Gopher quality or repetition rule, counted by rule."""
+
+    name = "gopher"
+    fields: list[pa.Field] = []
+
+    def __init__(self, cfg: GopherConfig):
+        self.cfg = cfg
+
+    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
+        touch(stats, self.name)
+        kept = []
+        for doc in docs:
+            stats["gopher/in"] += 1
+            reason = gopher_reject_reason(doc["text"], self.cfg)
+            if reason:
+                stats[f"gopher/drop_{reason}"] += 1
+                continue
+            stats["gopher/out"] += 1
             kept.append(doc)
         return kept

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pyarrow.parquet as pq
 import pytest
 
+from operators.gopher import GopherConfig
 from operators.langid import LangIDConfig
 from operators.warc import read_warc_rows
 from pipelines import curate
@@ -25,7 +26,13 @@ INPUTS = [str(SAMPLE / "edge-cases.warc.gz"), str(SAMPLE / "edge-truncated.warc.
 @pytest.fixture(scope="module")
 def finished_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("curate") / "run"
-    cfg = CurateConfig(input=tuple(INPUTS), output=str(out), langid=LangIDConfig(languages=("en", "de")))
+    # German pages kept: Gopher's stop-word rule is English-only, so it is off here
+    cfg = CurateConfig(
+        input=tuple(INPUTS),
+        output=str(out),
+        langid=LangIDConfig(languages=("en", "de")),
+        gopher=GopherConfig(min_stop_words=0),
+    )
     return cfg, run(cfg)
 
 
@@ -64,6 +71,7 @@ def test_documents_are_the_read_pages_with_text(finished_run):
     # the ISO-8859-1 page whose header claims UTF-8 decodes without replacement characters
     lies = [t for u, t in texts.items() if "nachrichten.at" in u][0]
     assert "\ufffd" not in lies and "Therapie" in lies
+    assert {"pii_emails", "pii_phone_numbers", "pii_ip_addresses"} <= set(table.schema.names)
     langs = set(table.column("lang").to_pylist())
     assert langs <= {"en", "de"} and "de" in langs
     assert min(table.column("lang_score").to_pylist()) >= 0.65
@@ -76,7 +84,9 @@ def test_run_stats_balance_and_add_up(finished_run):
     assert s["read/files"] == 3
     assert s["extract/in"] == s["read/out"]
     assert s["langid/in"] == s["extract/out"]
-    assert s["write/docs"] == s["langid/out"]
+    assert s["gopher/in"] == s["langid/out"]
+    assert s["pii/in"] == s["pii/out"] == s["gopher/out"]
+    assert s["write/docs"] == s["pii/out"]
     assert s["langid/drop_wrong_language"] > 0  # the edge cases hold a Chinese and a Spanish page
     assert sum(v for k, v in s.items() if k.startswith("langid/lang_")) == s["langid/in"]
     assert s["read/drop_truncated_record"] == 1
@@ -154,4 +164,6 @@ def test_corrupt_file_in_a_run_is_counted_not_fatal(ray_local, tmp_path):
     assert s["read/file_unreadable"] == 1
     assert s["read/file_error_not_a_warc"] == 1
     assert s["extract/out"] == 1  # the whirlwind page (Aragonese: then dropped by language ID)
-    assert s["write/docs"] == s["langid/out"]
+    assert s["gopher/in"] == s["langid/out"]
+    assert s["pii/in"] == s["pii/out"] == s["gopher/out"]
+    assert s["write/docs"] == s["pii/out"]

@@ -111,4 +111,4 @@ def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
     assert (out / "documents" / "_SUCCESS").exists()
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "documents").glob("*.parquet"))
     assert stats["extract/out"] > 10
-    assert rows == stats["write/docs"] == stats["langid/out"] >= 1
+    assert rows == stats["write/docs"] == stats["pii/out"] >= 1

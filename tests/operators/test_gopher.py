@@ -1,0 +1,132 @@
+"""Gopher rules on real text (the Gettysburg Address, a German Wikipedia paragraph), each pushed
+just past and just short of its threshold, with the exact reason string."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.gopher import (
+    GopherConfig,
+    dup_ngram_char_frac,
+    gopher_quality_ok,
+    gopher_reject_reason,
+    top_ngram_char_frac,
+)
+from tests.conftest import FIXTURES
+
+ADDRESS = (FIXTURES / "text" / "cs336-address.txt").read_text()  # 264 words of real English prose
+GERMAN = (FIXTURES / "text" / "cs336-german.txt").read_text()
+WORDS = ADDRESS.split()
+LINES = [line for line in ADDRESS.split("\n") if line.strip()]
+
+
+def test_real_prose_passes():
+    assert gopher_reject_reason(ADDRESS) is None
+    assert gopher_quality_ok(ADDRESS)
+
+
+def test_german_has_no_english_stop_words():
+    assert gopher_reject_reason(GERMAN) == "too_few_stop_words"
+
+
+def _words(n: int) -> str:
+    return " ".join((WORDS * 2)[:n])
+
+
+@pytest.mark.parametrize("text, reason", [
+    (_words(50), None),
+    (_words(49), "too_few_words"),
+    ("", "too_few_words"),
+    ("   \n\t  ", "too_few_words"),
+])
+def test_word_count(text, reason):
+    assert gopher_reject_reason(text, GopherConfig(max_dup_ngram_char_frac={}, max_top_ngram_char_frac={})) == reason
+
+
+def test_too_many_words():
+    cfg = GopherConfig(max_words=263)
+    assert gopher_reject_reason(ADDRESS, cfg) == "too_many_words"
+    assert gopher_reject_reason(ADDRESS, GopherConfig(max_words=264)) is None
+
+
+def test_mean_word_length_both_sides():
+    mean = len("".join(WORDS)) / len(WORDS)
+    assert gopher_reject_reason(ADDRESS, GopherConfig(min_mean_word_len=mean + 0.01)) == "mean_word_len_too_short"
+    assert gopher_reject_reason(ADDRESS, GopherConfig(max_mean_word_len=mean - 0.01)) == "mean_word_len_too_long"
+    assert gopher_reject_reason(ADDRESS, GopherConfig(min_mean_word_len=mean - 0.01, max_mean_word_len=mean + 0.01)) is None
+
+
+def test_symbol_ratio_both_sides():
+    """'#' and ellipses per word: 26 hashes on 264 words is 0.098 (kept), 27 is 0.102 (dropped)."""
+    base = ADDRESS.replace("...", "")
+    assert gopher_reject_reason(base + " " + "#" * 26) is None
+    assert gopher_reject_reason(base + " " + "#" * 27) == "too_many_symbols"
+
+
+def test_bullet_lines_both_sides():
+    """Ten lines: 9 bulleted (90 %) is kept, all 10 is dropped (the rule is 'more than 90 %')."""
+    lines = LINES[:10] if len(LINES) >= 10 else (ADDRESS.replace(". ", ".\n").split("\n"))[:10]
+    assert len(lines) == 10
+    nine = "\n".join(["• " + x for x in lines[:9]] + [lines[9]])
+    ten = "\n".join("• " + x for x in lines)
+    assert gopher_reject_reason(nine) is None
+    assert gopher_reject_reason(ten) == "too_many_bullet_lines"
+
+
+def test_ellipsis_lines_both_sides():
+    lines = ADDRESS.replace(". ", ".\n").split("\n")[:10]
+    three = "\n".join([x.rstrip(".") + "…" for x in lines[:3]] + lines[3:])  # 30 %: kept
+    four = "\n".join([x.rstrip(".") + "…" for x in lines[:4]] + lines[4:])  # 40 %: dropped
+    assert gopher_reject_reason(three) is None
+    assert gopher_reject_reason(four) == "too_many_ellipsis_lines"
+    assert not gopher_quality_ok("\n".join([x.rstrip(".") + "..." for x in lines[:4]] + lines[4:]))
+
+
+def test_alpha_words_both_sides():
+    """264 real words plus 66 numbers is exactly 80 % alphabetic (kept); 67 numbers is below."""
+    cfg = GopherConfig(max_symbol_word_ratio=1.0)
+    assert gopher_reject_reason(ADDRESS + " " + " ".join(["1863"] * 66), cfg) in (None, "top_2gram_char_frac")
+    assert gopher_reject_reason(ADDRESS + "\n" + " ".join(str(1800 + i) for i in range(66)), cfg) is None
+    assert gopher_reject_reason(ADDRESS + "\n" + " ".join(str(1800 + i) for i in range(67)), cfg) == "too_few_alpha_words"
+
+
+def test_stop_words_both_sides():
+    """'the' and 'and' removed leaves 'to', 'of', 'that' ...; keeping only one stop word drops it."""
+    one = " ".join(w for w in WORDS if w.lower().strip(",.") not in {"be", "to", "of", "and", "that", "have", "with"})
+    assert gopher_reject_reason(one, GopherConfig(min_stop_words=2)) == "too_few_stop_words"
+    assert gopher_reject_reason(one, GopherConfig(min_stop_words=1)) is None
+
+
+def test_duplicate_lines_and_paragraphs():
+    doubled = "\n\n".join(LINES + LINES)  # every paragraph twice: half of them duplicates
+    assert gopher_reject_reason(doubled) == "dup_para_frac"
+    lines_doubled = "\n".join(LINES + LINES)  # one block: no paragraph repeats, lines do
+    assert gopher_reject_reason(lines_doubled) == "dup_line_frac"
+
+
+def test_ngram_fractions_exact():
+    words = "the cat sat on the mat the cat sat on the mat".split()
+    # top 2-gram 'the cat' (6 chars) x2 over 34 word chars
+    assert top_ngram_char_frac(words, 2) == pytest.approx(6 * 2 / 34)
+    assert dup_ngram_char_frac(words, 5) == 1.0
+    assert dup_ngram_char_frac(words, 7) == 0.0
+    assert dup_ngram_char_frac(WORDS, 10) < 0.10
+
+
+def test_repeated_ngrams_are_dropped():
+    """A real paragraph followed by its own long sentence repeated inline (spam-like) breaks the
+    duplicated n-gram rules."""
+    sentence = LINES[0]
+    spam = ADDRESS + " " + " ".join([sentence] * 3)
+    assert gopher_reject_reason(spam).startswith(("dup_", "top_"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=3000))
+def test_total_on_any_text(text):
+    """Any string, including lone surrogates and symbols, gets None or a reason: never an exception."""
+    reason = gopher_reject_reason(text)
+    assert reason is None or reason.replace("_", "").isalnum()
+    assert isinstance(gopher_quality_ok(text), bool)
