@@ -10,7 +10,6 @@ ellipsis lines, alphabetic words).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
