@@ -114,11 +114,14 @@ def top_ngram_char_frac(words: list[str] | _Words, n: int) -> float:
     if len(w.ids) < n or not w.total_chars:
         return 0.0
     _, first, counts = np.unique(w.ngram_hashes(n), return_index=True, return_counts=True)
-    top = int(np.argmax(counts))
-    if counts[top] < 2:
+    best = counts.max()
+    if best < 2:
         return 0.0
-    start = int(first[top])
-    return int(w.lens[start : start + n].sum()) * int(counts[top]) / w.total_chars
+    # ties go to the n-gram that occurs first (as Counter.most_common does), never to hash order,
+    # which changes with PYTHONHASHSEED
+    start = int(first[counts == best].min())
+    top_count = int(best)
+    return int(w.lens[start : start + n].sum()) * top_count / w.total_chars
 
 
 def dup_ngram_char_frac(words: list[str] | _Words, n: int) -> float:

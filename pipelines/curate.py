@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from operators.blocklist import BlocklistConfig
 from operators.extract import ExtractConfig
 from operators.gopher import GopherConfig
 from operators.langid import LangIDConfig
@@ -38,10 +39,10 @@ from pipelines.config import config_hash, parse_set, resolve
 from pipelines.io import OutputDir, list_inputs, open_input
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
-from pipelines.stages import DocStage, ExtractStage, GopherStage, LanguageIDStage, PIIStage, touch
+from pipelines.stages import BlocklistStage, DocStage, ExtractStage, GopherStage, LanguageIDStage, PIIStage, touch
 
 DOCS_DIR = "documents"
-STAGE_ORDER = ("read", "extract", "langid", "gopher", "pii")
+STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "pii")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class CurateConfig:
     keep_html: bool = False
     """Also store the raw HTML bytes in the shards."""
     read: ReadConfig = field(default_factory=ReadConfig)
+    blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIDConfig = field(default_factory=LangIDConfig)
     gopher: GopherConfig = field(default_factory=GopherConfig)
@@ -71,6 +73,7 @@ class CurateConfig:
         return config_hash(
             {
                 "read": asdict(self.read),
+                "blocklist": {k: v for k, v in asdict(self.blocklist).items() if k != "cache_dir"},
                 "extract": asdict(self.extract),
                 "langid": asdict(self.langid),
                 "gopher": asdict(self.gopher),
@@ -82,14 +85,17 @@ class CurateConfig:
 
 def document_stages(cfg: CurateConfig) -> list[DocStage]:
     """The per-document stages, in order. New filters plug in here."""
-    stages: list[DocStage] = [ExtractStage(cfg.extract)]
+    stages: list[DocStage] = []
+    if cfg.blocklist.enabled:  # URL rules first: they need no extraction
+        stages.append(BlocklistStage(cfg.blocklist))
+    stages.append(ExtractStage(cfg.extract))
     if cfg.langid.enabled:
         stages.append(LanguageIDStage(cfg.langid))
     if cfg.gopher.enabled:
         stages.append(GopherStage(cfg.gopher))
     if cfg.pii.enabled:  # after the filters: mask only what is kept
         stages.append(PIIStage(cfg.pii))
-    # next (issue 3): URL/word blocklists, fastText quality/harm classifiers
+    # next (issue 3): fastText quality/harm classifiers
     return stages
 
 
@@ -241,7 +247,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     s = summary["stats"]
     lines = [f"sift curate: {summary['files']} input files ({summary['files_processed_now']} processed now)"]
     for stage, n_in, n_out, drops in statslib.funnel(s, STAGE_ORDER):
-        lines.append(f"  {stage:<8} in {n_in:>8,}  out {n_out:>8,}")
+        lines.append(f"  {stage:<9} in {n_in:>8,}  out {n_out:>8,}")
         if stage == "langid":
             langs = sorted(((k.split("_", 1)[1], v) for k, v in s.items() if k.startswith("langid/lang_")), key=lambda kv: -kv[1])
             lines.append(f"  {'':<8}   languages: " + ", ".join(f"{lang} {n}" for lang, n in langs[:8]))

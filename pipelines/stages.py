@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from operators.blocklist import BlocklistConfig, URLBlocklist
 from operators.extract import ExtractConfig, Extractor, Rejected
 from operators.gopher import GopherConfig, gopher_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
@@ -138,5 +139,28 @@ class GopherStage:
                 stats[f"gopher/drop_{reason}"] += 1
                 continue
             stats["gopher/out"] += 1
+            kept.append(doc)
+        return kept
+
+
+class BlocklistStage:
+    """Drops pages whose URL is on a blocklist or carries banned words (before extraction: cheap)."""
+
+    name = "blocklist"
+    fields: list[pa.Field] = []
+
+    def __init__(self, cfg: BlocklistConfig):
+        self.blocklist = URLBlocklist(cfg)
+
+    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
+        touch(stats, self.name)
+        kept = []
+        for doc in docs:
+            stats["blocklist/in"] += 1
+            reason = self.blocklist.reject_reason(doc["url"])
+            if reason:
+                stats[f"blocklist/drop_{reason}"] += 1
+                continue
+            stats["blocklist/out"] += 1
             kept.append(doc)
         return kept

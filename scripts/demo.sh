@@ -4,4 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 rm -rf runs/demo
-exec .venv/bin/sift curate --config configs/demo.yaml "$@"
+extra=()
+# the full UT1 adult domain list (4.5 M domains, 18 MB) is not shipped; use the shared copy if present
+ut1=../shared/data/blocklists/ut1-adult-blocklist.tar.gz
+[ -f "$ut1" ] && extra+=(--set "blocklist.domains_path=$ut1")
+exec .venv/bin/sift curate --config configs/demo.yaml "${extra[@]}" "$@"

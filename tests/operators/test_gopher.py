@@ -130,3 +130,23 @@ def test_total_on_any_text(text):
     reason = gopher_reject_reason(text)
     assert reason is None or reason.replace("_", "").isalnum()
     assert isinstance(gopher_quality_ok(text), bool)
+
+
+def test_same_decisions_under_any_hash_seed():
+    """Word ids are Python string hashes, which change with PYTHONHASHSEED; the fractions (and so
+    the decisions) must not. Ties between equally frequent n-grams once broke this."""
+    import subprocess
+    import sys
+
+    code = (
+        "from operators.gopher import top_ngram_char_frac as t, dup_ngram_char_frac as d;"
+        "w=open('tests/fixtures/text/cs336-address.txt').read().split();"
+        "w=w+w[:40]+'the cat sat on the mat the cat sat on the mat'.split();"
+        "print([round(t(w,n),12) for n in (2,3,4)], [round(d(w,n),12) for n in range(5,11)])"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=FIXTURES.parents[1]).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outs) == 1, outs

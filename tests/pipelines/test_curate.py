@@ -82,7 +82,8 @@ def test_run_stats_balance_and_add_up(finished_run):
     s = summary["stats"]
     assert balance_errors(s) == []
     assert s["read/files"] == 3
-    assert s["extract/in"] == s["read/out"]
+    assert s["blocklist/in"] == s["read/out"]
+    assert s["extract/in"] == s["blocklist/out"]
     assert s["langid/in"] == s["extract/out"]
     assert s["gopher/in"] == s["langid/out"]
     assert s["pii/in"] == s["pii/out"] == s["gopher/out"]
