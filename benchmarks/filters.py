@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from operators.blocklist import BlocklistConfig, URLBlocklist  # noqa: E402
+from operators.classifier import BUNDLED_QUALITY_MODEL, FastTextClassifier  # noqa: E402
 from operators.extract import extract_text  # noqa: E402
 from operators.gopher import GopherConfig, gopher_reject_reason  # noqa: E402
 from operators.langid import BUNDLED_LID_MODEL, LanguageIdentifier  # noqa: E402
@@ -60,6 +61,7 @@ def main() -> None:
         ("sift LanguageIdentifier (whitespace-normalised, capped)", ident),
         ("sift Gopher rules, defaults (stop-word rule ends most non-English early)", gopher_reject_reason),
         ("sift Gopher rules, every rule evaluated (min_stop_words=0)", lambda t, c=GopherConfig(min_stop_words=0): gopher_reject_reason(t, c)),
+        ("sift quality classifier (bundled fastText, normalise + predict)", FastTextClassifier(BUNDLED_QUALITY_MODEL).score),
         ("sift PII masking (e-mail, phone, IPv4/IPv6)", mask_pii),
     ]
     print(f"{'operator':<72} {'docs/s':>8}")
@@ -69,7 +71,7 @@ def main() -> None:
         if name.startswith("sift") and "every rule" not in name:
             total_s += 1 / rate
         print(f"{name:<72} {rate:8.0f}")
-    print(f"{'sift filter chain (langid + Gopher defaults + PII), all docs through each':<72} {1 / total_s:8.0f}")
+    print(f"{'sift filter chain (langid + Gopher + quality + PII), all docs through each':<72} {1 / total_s:8.0f}")
 
     archive = Path(args.files).parents[2] / "blocklists" / "ut1-adult-blocklist.tar.gz"
     if archive.exists():

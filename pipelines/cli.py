@@ -6,13 +6,18 @@ import sys
 
 COMMANDS = {
     "curate": "pipelines.curate",
+    "train-classifier": "training.classifier",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: sift <command> [options]\n\ncommands:\n  curate   WARC files -> clean document shards\n")
+        print(
+            "usage: sift <command> [options]\n\ncommands:\n"
+            "  curate            WARC files -> clean document shards\n"
+            "  train-classifier  train a fastText document classifier (quality, NSFW, toxicity) with a card\n"
+        )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
 

@@ -2,7 +2,7 @@
 
 The DAG, one Ray Data task per input file (streaming; a file is never held in memory whole):
 
-    list inputs -> read WARC -> [per-document stages] -> write shard + stats.json -> merge stats
+    list inputs -> read WARC -> [per-document stages] -> write shard + its stats -> merge stats
 
 Per-document stages run fused inside the file's task, in the order of `document_stages()`;
 later stages (language ID, PII, Gopher, classifiers) are added there. Corpus-wide stages (dedup,
@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from operators.blocklist import BlocklistConfig
+from operators.classifier import BUNDLED_QUALITY_MODEL, ClassifierConfig
 from operators.extract import ExtractConfig
 from operators.gopher import GopherConfig
 from operators.langid import LangIDConfig
@@ -39,10 +40,22 @@ from pipelines.config import config_hash, parse_set, resolve
 from pipelines.io import OutputDir, list_inputs, open_input
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
-from pipelines.stages import BlocklistStage, DocStage, ExtractStage, GopherStage, LanguageIDStage, PIIStage, touch
+from pipelines.stages import (
+    EXCLUSION_SCHEMA,
+    BlocklistStage,
+    ClassifierStage,
+    DocStage,
+    ExtractStage,
+    GopherStage,
+    LanguageIDStage,
+    PIIStage,
+    touch,
+)
 
-DOCS_DIR = "documents"
-STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "pii")
+DOCS_DIR = "documents"  # only Parquet shards (+ _SUCCESS): readable as one dataset by pyarrow / Ray Data
+EXCLUSIONS_DIR = "exclusions"  # with write_exclusions: removed documents with stage and reason
+STATS_DIR = "shard_stats"  # <shard>.json per shard; written last, so it marks the unit complete
+STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "quality", "nsfw", "toxic", "pii")
 
 
 @dataclass(frozen=True)
@@ -61,11 +74,20 @@ class CurateConfig:
     """Documents per batch inside a file task (bounds memory; does not change the output)."""
     keep_html: bool = False
     """Also store the raw HTML bytes in the shards."""
+    write_exclusions: bool = False
+    """Also write every document a stage removed (doc_id, url, stage, reason) to
+    exclusions/<shard>.parquet, to answer "why was this page removed?"."""
     read: ReadConfig = field(default_factory=ReadConfig)
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIDConfig = field(default_factory=LangIDConfig)
     gopher: GopherConfig = field(default_factory=GopherConfig)
+    quality: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """fastText quality score (bundled model when model_path is empty); set min_score to filter."""
+    nsfw: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """NSFW classifier: runs only with a model_path; set max_score to filter."""
+    toxic: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """Toxic-speech classifier: runs only with a model_path; set max_score to filter."""
     pii: PIIConfig = field(default_factory=PIIConfig)
 
     def output_hash(self) -> str:
@@ -77,8 +99,12 @@ class CurateConfig:
                 "extract": asdict(self.extract),
                 "langid": asdict(self.langid),
                 "gopher": asdict(self.gopher),
+                "quality": asdict(self.quality),
+                "nsfw": asdict(self.nsfw),
+                "toxic": asdict(self.toxic),
                 "pii": asdict(self.pii),
                 "keep_html": self.keep_html,
+                "write_exclusions": self.write_exclusions,
             }
         )
 
@@ -93,9 +119,15 @@ def document_stages(cfg: CurateConfig) -> list[DocStage]:
         stages.append(LanguageIDStage(cfg.langid))
     if cfg.gopher.enabled:
         stages.append(GopherStage(cfg.gopher))
+    for name, ccfg, default_model in (
+        ("quality", cfg.quality, BUNDLED_QUALITY_MODEL),
+        ("nsfw", cfg.nsfw, ""),
+        ("toxic", cfg.toxic, ""),
+    ):
+        if ccfg.enabled and (ccfg.model_path or default_model):
+            stages.append(ClassifierStage(name, ccfg.model_path or default_model, ccfg))
     if cfg.pii.enabled:  # after the filters: mask only what is kept
         stages.append(PIIStage(cfg.pii))
-    # next (issue 3): fastText quality/harm classifiers
     return stages
 
 
@@ -113,7 +145,7 @@ def _batched(it, n: int):
 
 
 class CurateShard:
-    """Ray Data worker: one input file -> one Parquet shard + its stats.json, written atomically.
+    """Ray Data worker: one input file -> one Parquet shard + its stats file, written atomically.
 
     Built once per worker (stages load their models in __init__), called once per file.
     """
@@ -130,6 +162,7 @@ class CurateShard:
         stats["read/files"] += 1
         for stage_name in ("read", *(s.name for s in self.stages)):
             touch(stats, stage_name)  # every shard names every stage, even with no documents
+        rejected: list[dict] | None = [] if cfg.write_exclusions else None
         tmp = out.tmp_path(DOCS_DIR, f"{shard}.parquet")
         with out.fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
             with open_input(path) as f:
@@ -141,15 +174,20 @@ class CurateShard:
                         doc["warc_date"] = parse_warc_date(row.warc_date)
                         docs.append(doc)
                     for stage in self.stages:
-                        docs = stage(docs, stats)
+                        docs = stage(docs, stats, rejected)
                     if docs:
                         writer.write_table(to_table(docs, self.schema))
                     stats["write/docs"] += len(docs)
                 f.seek(0, os.SEEK_END)
                 stats["read/input_bytes"] += f.tell()
         out.commit(tmp, DOCS_DIR, f"{shard}.parquet")
+        if rejected is not None:
+            tmp = out.tmp_path(EXCLUSIONS_DIR, f"{shard}.parquet")
+            with out.fs.open_output_stream(tmp) as sink:
+                pq.write_table(to_table(rejected, EXCLUSION_SCHEMA), sink, compression="zstd")
+            out.commit(tmp, EXCLUSIONS_DIR, f"{shard}.parquet")
         # the stats file is written last: its presence marks the unit complete
-        out.write_json(dict(stats), DOCS_DIR, f"{shard}.stats.json")
+        out.write_json(dict(stats), STATS_DIR, f"{shard}.json")
         return stats
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
@@ -196,9 +234,12 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
                 f"{previous.get('output_hash')} != {cfg.output_hash()}); choose a new --output"
             )
     out.makedirs(DOCS_DIR)
+    out.makedirs(STATS_DIR)
+    if cfg.write_exclusions:
+        out.makedirs(EXCLUSIONS_DIR)
     units = [{"path": p, "shard": shard_name(p)} for p in inputs]
-    done = set(out.list(DOCS_DIR, suffix=".stats.json"))
-    pending = [u for u in units if f"{u['shard']}.stats.json" not in done]
+    done = set(out.list(STATS_DIR, suffix=".json"))
+    pending = [u for u in units if f"{u['shard']}.json" not in done]
     meta = run_metadata(asdict(cfg), cfg.output_hash())
     out.write_json({**meta, "status": "running", "inputs": len(units), "pending": len(pending)}, "run.json")
 
@@ -222,7 +263,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         task_seconds = cpu_seconds = 0.0
     wall = time.perf_counter() - t0
 
-    shard_stats = [out.read_json(DOCS_DIR, f"{u['shard']}.stats.json") for u in units]
+    shard_stats = [out.read_json(STATS_DIR, f"{u['shard']}.json") for u in units]
     total = statslib.merge(shard_stats)
     errors = statslib.balance_errors(total)
     if errors:
@@ -230,6 +271,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
     summary = {
         "output": out.uri,
         "documents_dir": out.path(DOCS_DIR),
+        "exclusions_dir": out.path(EXCLUSIONS_DIR) if cfg.write_exclusions else None,
         "files": len(units),
         "files_processed_now": len(pending),
         "wall_seconds": round(wall, 3),
@@ -269,6 +311,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     elif not summary["files_processed_now"]:
         lines.append("  nothing to do: every input already has a complete shard (delete the output to redo)")
     lines.append(f"  documents: {summary['documents_dir']}  (Parquet, one shard per input file)")
+    if summary.get("exclusions_dir"):
+        lines.append(f"  removed:   {summary['exclusions_dir']}  (doc_id, url, stage, reason of every removed page)")
     lines.append(f"  stats:     {summary['output']}/stats.json")
     return "\n".join(lines)
 

@@ -1,18 +1,21 @@
 """Per-document stages of the curate DAG: an operator plus the counting around it.
 
 A stage takes a batch of documents (dicts) and the shard's counter and returns the documents it
-keeps, counting `<name>/in`, `<name>/out` and `<name>/drop_<reason>`. Operators stay pure; the
-bookkeeping lives here so every stage counts the same way.
+keeps, counting `<name>/in`, `<name>/out` and `<name>/drop_<reason>`; with a `rejected` list it
+also records each removed document with its reason (the exclusions output). Operators stay pure;
+this bookkeeping lives once, in `DocStage.__call__`, so every stage counts the same way.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 
 from operators.blocklist import BlocklistConfig, URLBlocklist
+from operators.classifier import ClassifierConfig, FastTextClassifier, score_reject_reason
 from operators.extract import ExtractConfig, Extractor, Rejected
 from operators.gopher import GopherConfig, gopher_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
@@ -20,13 +23,12 @@ from operators.pii import PIIConfig, mask_pii
 
 Doc = dict[str, Any]
 
-
-class DocStage(Protocol):
-    name: str
-    fields: list[pa.Field]
-    """Columns this stage adds to the shard schema."""
-
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]: ...
+EXCLUSION_SCHEMA = pa.schema([
+    pa.field("doc_id", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+])
 
 
 def touch(stats: Counter, stage: str) -> None:
@@ -35,7 +37,46 @@ def touch(stats: Counter, stage: str) -> None:
     stats[f"{stage}/out"] += 0
 
 
-class ExtractStage:
+class DocStage(ABC):
+    """Base of every per-document stage: subclasses implement `decide`."""
+
+    name: str = ""
+    fields: list[pa.Field] = []
+    """Columns this stage adds to the shard schema."""
+
+    @abstractmethod
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        """Return a drop reason, or None to keep `doc` (after setting this stage's columns on it)."""
+
+    def __call__(self, docs: list[Doc], stats: Counter, rejected: list[dict] | None = None) -> list[Doc]:
+        touch(stats, self.name)
+        kept = []
+        for doc in docs:
+            reason = self.decide(doc, stats)
+            if reason is None:
+                kept.append(doc)
+                continue
+            stats[f"{self.name}/drop_{reason}"] += 1
+            if rejected is not None:
+                rejected.append({"doc_id": doc["doc_id"], "url": doc["url"], "stage": self.name, "reason": reason})
+        stats[f"{self.name}/in"] += len(docs)
+        stats[f"{self.name}/out"] += len(kept)
+        return kept
+
+
+class BlocklistStage(DocStage):
+    """Drops pages whose URL is on a blocklist or carries banned words (before extraction: cheap)."""
+
+    name = "blocklist"
+
+    def __init__(self, cfg: BlocklistConfig):
+        self.blocklist = URLBlocklist(cfg)
+
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        return self.blocklist.reject_reason(doc["url"])
+
+
+class ExtractStage(DocStage):
     """HTML -> main-content text; pages with no text (or that the parser rejects) are dropped."""
 
     name = "extract"
@@ -44,31 +85,21 @@ class ExtractStage:
     def __init__(self, cfg: ExtractConfig):
         self.extractor = Extractor(cfg)
 
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
-        touch(stats, self.name)
-        kept = []
-        for doc in docs:
-            stats["extract/in"] += 1
-            try:
-                text = self.extractor(doc["html"])
-            except Rejected as rejected:
-                stats[f"extract/drop_{rejected.reason}"] += 1
-                continue
-            except Exception:  # resiliparse raises its own parser exceptions on hostile markup
-                stats["extract/drop_parse_error"] += 1
-                continue
-            if not text:
-                stats["extract/drop_empty"] += 1
-                continue
-            doc["text"] = text
-            doc["text_chars"] = len(text)
-            stats["extract/out"] += 1
-            stats["extract/text_chars"] += len(text)
-            kept.append(doc)
-        return kept
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        try:
+            text = self.extractor(doc["html"])
+        except Rejected as rejected:
+            return rejected.reason
+        except Exception:  # resiliparse raises its own parser exceptions on hostile markup
+            return "parse_error"
+        if not text:
+            return "empty"
+        doc["text"], doc["text_chars"] = text, len(text)
+        stats["extract/text_chars"] += len(text)
+        return None
 
 
-class LanguageIDStage:
+class LanguageIDStage(DocStage):
     """Adds `lang` and `lang_score`; keeps configured languages scoring at least `min_score`.
 
     Counts the language of every document it sees (`langid/lang_<code>`), kept or not.
@@ -81,24 +112,41 @@ class LanguageIDStage:
         self.cfg = cfg
         self.identify = LanguageIdentifier(cfg.model_path, cfg.max_chars)
 
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
-        touch(stats, self.name)
-        kept = []
-        for doc in docs:
-            stats["langid/in"] += 1
-            lang, score = self.identify(doc["text"])
-            stats[f"langid/lang_{lang or 'none'}"] += 1
-            reason = language_reject_reason(lang, score, self.cfg)
-            if reason:
-                stats[f"langid/drop_{reason}"] += 1
-                continue
-            doc["lang"], doc["lang_score"] = lang, score
-            stats["langid/out"] += 1
-            kept.append(doc)
-        return kept
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        lang, score = self.identify(doc["text"])
+        stats[f"langid/lang_{lang or 'none'}"] += 1
+        doc["lang"], doc["lang_score"] = lang, score
+        return language_reject_reason(lang, score, self.cfg)
 
 
-class PIIStage:
+class GopherStage(DocStage):
+    """Drops documents that break a Gopher quality or repetition rule, counted by rule."""
+
+    name = "gopher"
+
+    def __init__(self, cfg: GopherConfig):
+        self.cfg = cfg
+
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        return gopher_reject_reason(doc["text"], self.cfg)
+
+
+class ClassifierStage(DocStage):
+    """Adds `<name>_score` (probability of the model's positive label) and drops by threshold."""
+
+    def __init__(self, name: str, model_path: str, cfg: ClassifierConfig):
+        self.name = name
+        self.cfg = cfg
+        self.classifier = FastTextClassifier(model_path, cfg.positive_label)
+        self.column = f"{name}_score"
+        self.fields = [pa.field(self.column, pa.float32())]
+
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        doc[self.column] = score = self.classifier.score(doc["text"])
+        return score_reject_reason(score, self.cfg)
+
+
+class PIIStage(DocStage):
     """Masks e-mails, phone numbers and IP addresses in `text`; never drops. Adds per-document counts."""
 
     name = "pii"
@@ -107,60 +155,10 @@ class PIIStage:
     def __init__(self, cfg: PIIConfig):
         self.cfg = cfg
 
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
-        touch(stats, self.name)
-        for doc in docs:
-            doc["text"], counts = mask_pii(doc["text"], self.cfg)
-            for kind, n in counts.items():
-                doc[f"pii_{kind}"] = n
-                stats[f"pii/masked_{kind}"] += n
-            stats["pii/docs_with_pii"] += any(counts.values())
-        stats["pii/in"] += len(docs)
-        stats["pii/out"] += len(docs)
-        return docs
-
-
-class GopherStage:
-    """Drops documents that break a Gopher quality or repetition rule, counted by rule."""
-
-    name = "gopher"
-    fields: list[pa.Field] = []
-
-    def __init__(self, cfg: GopherConfig):
-        self.cfg = cfg
-
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
-        touch(stats, self.name)
-        kept = []
-        for doc in docs:
-            stats["gopher/in"] += 1
-            reason = gopher_reject_reason(doc["text"], self.cfg)
-            if reason:
-                stats[f"gopher/drop_{reason}"] += 1
-                continue
-            stats["gopher/out"] += 1
-            kept.append(doc)
-        return kept
-
-
-class BlocklistStage:
-    """Drops pages whose URL is on a blocklist or carries banned words (before extraction: cheap)."""
-
-    name = "blocklist"
-    fields: list[pa.Field] = []
-
-    def __init__(self, cfg: BlocklistConfig):
-        self.blocklist = URLBlocklist(cfg)
-
-    def __call__(self, docs: list[Doc], stats: Counter) -> list[Doc]:
-        touch(stats, self.name)
-        kept = []
-        for doc in docs:
-            stats["blocklist/in"] += 1
-            reason = self.blocklist.reject_reason(doc["url"])
-            if reason:
-                stats[f"blocklist/drop_{reason}"] += 1
-                continue
-            stats["blocklist/out"] += 1
-            kept.append(doc)
-        return kept
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        doc["text"], counts = mask_pii(doc["text"], self.cfg)
+        for kind, n in counts.items():
+            doc[f"pii_{kind}"] = n
+            stats[f"pii/masked_{kind}"] += n
+        stats["pii/docs_with_pii"] += any(counts.values())
+        return None

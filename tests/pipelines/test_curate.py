@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 import shutil
 from dataclasses import replace
@@ -45,7 +46,7 @@ def test_output_contract(finished_run):
         meta = pq.ParquetFile(f"{docs}/{shard}.parquet").metadata
         if meta.num_row_groups:  # a shard whose pages were all filtered out is a valid empty file
             assert meta.row_group(0).column(0).compression == "ZSTD"
-        stats = json.load(open(f"{docs}/{shard}.stats.json"))
+        stats = json.load(open(f"{cfg.output}/shard_stats/{shard}.json"))
         assert balance_errors(stats) == []
         assert stats["write/docs"] == meta.num_rows
     assert (open(f"{docs}/_SUCCESS").read()) == ""
@@ -77,6 +78,16 @@ def test_documents_are_the_read_pages_with_text(finished_run):
     assert min(table.column("lang_score").to_pylist()) >= 0.65
 
 
+def test_documents_folder_reads_as_one_dataset(finished_run):
+    """documents/ holds only shards (and _SUCCESS), so pyarrow and Ray Data read it whole."""
+    import pyarrow.dataset as pads
+
+    cfg, summary = finished_run
+    table = pads.dataset(f"{cfg.output}/documents", format="parquet").to_table()
+    assert table.num_rows == summary["stats"]["write/docs"]
+    assert "quality_score" in table.schema.names
+
+
 def test_run_stats_balance_and_add_up(finished_run):
     cfg, summary = finished_run
     s = summary["stats"]
@@ -104,7 +115,7 @@ def test_rerun_is_a_no_op_and_resume_redoes_only_missing(finished_run):
     assert again["stats"] == summary["stats"]
     shard = shard_name(INPUTS[0])
     before = pq.read_table(f"{cfg.output}/documents/{shard}.parquet")
-    os.remove(f"{cfg.output}/documents/{shard}.stats.json")
+    os.remove(f"{cfg.output}/shard_stats/{shard}.json")
     resumed = run(cfg)
     assert resumed["files_processed_now"] == 1
     assert resumed["stats"] == summary["stats"]
@@ -168,3 +179,34 @@ def test_corrupt_file_in_a_run_is_counted_not_fatal(ray_local, tmp_path):
     assert s["gopher/in"] == s["langid/out"]
     assert s["pii/in"] == s["pii/out"] == s["gopher/out"]
     assert s["write/docs"] == s["pii/out"]
+
+
+def test_classifier_thresholds_and_exclusions(ray_local, tmp_path):
+    """A quality threshold and a harm classifier (the bundled quality model standing in, scoring
+    its 'cc' label) drop documents by score; with write_exclusions every removed document is
+    written aside with its stage and reason, and those rows account for every drop."""
+    import pyarrow.dataset as pads
+
+    from operators.classifier import BUNDLED_QUALITY_MODEL, ClassifierConfig
+
+    cfg = CurateConfig(
+        input=(str(SAMPLE / "aeb-000.warc.gz"), str(SAMPLE / "warcfile.warc.gz")),
+        output=str(tmp_path / "o"),
+        langid=LangIDConfig(languages=()),
+        gopher=GopherConfig(min_stop_words=0),
+        quality=ClassifierConfig(min_score=0.05),
+        nsfw=ClassifierConfig(model_path=BUNDLED_QUALITY_MODEL, positive_label="cc", max_score=0.9),
+        write_exclusions=True,
+    )
+    s = run(cfg)["stats"]
+    assert balance_errors(s) == []
+    assert s["quality/drop_low_score"] + s["nsfw/drop_high_score"] > 0
+    table = pads.dataset(f"{cfg.output}/documents", format="parquet").to_table()
+    assert min(table.column("quality_score").to_pylist()) >= 0.05
+    assert max(table.column("nsfw_score").to_pylist()) <= 0.9
+    excluded = pads.dataset(f"{cfg.output}/exclusions", format="parquet").to_table().to_pylist()
+    drops = {k: v for k, v in s.items() if "/drop_" in k and not k.startswith("read/")}
+    assert len(excluded) == sum(drops.values())
+    by_reason = Counter(f"{e['stage']}/drop_{e['reason']}" for e in excluded)
+    assert by_reason == Counter(drops)
+    assert all(e["url"].startswith("http") for e in excluded)
