@@ -19,6 +19,7 @@ from operators.classifier import BUNDLED_QUALITY_MODEL, FastTextClassifier  # no
 from operators.extract import extract_text  # noqa: E402
 from operators.gopher import GopherConfig, gopher_reject_reason  # noqa: E402
 from operators.langid import BUNDLED_LID_MODEL, LanguageIdentifier  # noqa: E402
+from operators.linefilters import c4_filter, fineweb_reject_reason  # noqa: E402
 from operators.pii import mask_pii  # noqa: E402
 from operators.warc import read_warc_rows  # noqa: E402
 
@@ -63,12 +64,14 @@ def main() -> None:
         ("sift Gopher rules, every rule evaluated (min_stop_words=0)", lambda t, c=GopherConfig(min_stop_words=0): gopher_reject_reason(t, c)),
         ("sift quality classifier (bundled fastText, normalise + predict)", FastTextClassifier(BUNDLED_QUALITY_MODEL).score),
         ("sift PII masking (e-mail, phone, IPv4/IPv6)", mask_pii),
+        ("sift C4 line filters (optional stage)", c4_filter),
+        ("sift FineWeb quality filter (optional stage)", fineweb_reject_reason),
     ]
     print(f"{'operator':<72} {'docs/s':>8}")
     total_s = 0.0
     for name, fn in rows:
         rate = best_rate(fn, texts, args.repeat)
-        if name.startswith("sift") and "every rule" not in name:
+        if name.startswith("sift") and "every rule" not in name and "optional" not in name:
             total_s += 1 / rate
         print(f"{name:<72} {rate:8.0f}")
     print(f"{'sift filter chain (langid + Gopher + quality + PII), all docs through each':<72} {1 / total_s:8.0f}")

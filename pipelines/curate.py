@@ -33,6 +33,7 @@ from operators.classifier import BUNDLED_QUALITY_MODEL, ClassifierConfig
 from operators.extract import ExtractConfig
 from operators.gopher import GopherConfig
 from operators.langid import LangIDConfig
+from operators.linefilters import C4Config, FineWebConfig
 from operators.pii import PIIConfig
 from operators.warc import ReadConfig, iter_warc
 from pipelines import stats as statslib
@@ -43,9 +44,11 @@ from pipelines.schema import document_schema, parse_warc_date, to_table
 from pipelines.stages import (
     EXCLUSION_SCHEMA,
     BlocklistStage,
+    C4Stage,
     ClassifierStage,
     DocStage,
     ExtractStage,
+    FineWebStage,
     GopherStage,
     LanguageIDStage,
     PIIStage,
@@ -55,7 +58,7 @@ from pipelines.stages import (
 DOCS_DIR = "documents"  # only Parquet shards (+ _SUCCESS): readable as one dataset by pyarrow / Ray Data
 EXCLUSIONS_DIR = "exclusions"  # with write_exclusions: removed documents with stage and reason
 STATS_DIR = "shard_stats"  # <shard>.json per shard; written last, so it marks the unit complete
-STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "quality", "nsfw", "toxic", "pii")
+STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "c4", "fineweb", "quality", "nsfw", "toxic", "pii")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class CurateConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIDConfig = field(default_factory=LangIDConfig)
     gopher: GopherConfig = field(default_factory=GopherConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     quality: ClassifierConfig = field(default_factory=ClassifierConfig)
     """fastText quality score (bundled model when model_path is empty); set min_score to filter."""
     nsfw: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -99,6 +104,8 @@ class CurateConfig:
                 "extract": asdict(self.extract),
                 "langid": asdict(self.langid),
                 "gopher": asdict(self.gopher),
+                "c4": asdict(self.c4),
+                "fineweb": asdict(self.fineweb),
                 "quality": asdict(self.quality),
                 "nsfw": asdict(self.nsfw),
                 "toxic": asdict(self.toxic),
@@ -119,6 +126,10 @@ def document_stages(cfg: CurateConfig) -> list[DocStage]:
         stages.append(LanguageIDStage(cfg.langid))
     if cfg.gopher.enabled:
         stages.append(GopherStage(cfg.gopher))
+    if cfg.c4.enabled:
+        stages.append(C4Stage(cfg.c4))
+    if cfg.fineweb.enabled:
+        stages.append(FineWebStage(cfg.fineweb))
     for name, ccfg, default_model in (
         ("quality", cfg.quality, BUNDLED_QUALITY_MODEL),
         ("nsfw", cfg.nsfw, ""),

@@ -18,6 +18,7 @@ from operators.blocklist import BlocklistConfig, URLBlocklist
 from operators.classifier import ClassifierConfig, FastTextClassifier, score_reject_reason
 from operators.extract import ExtractConfig, Extractor, Rejected
 from operators.gopher import GopherConfig, gopher_reject_reason
+from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
 from operators.pii import PIIConfig, mask_pii
 
@@ -129,6 +130,34 @@ class GopherStage(DocStage):
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         return gopher_reject_reason(doc["text"], self.cfg)
+
+
+class C4Stage(DocStage):
+    """C4's line filters: rewrites `text` to its sentence-like lines; drops pages left too short."""
+
+    name = "c4"
+
+    def __init__(self, cfg: C4Config):
+        self.cfg = cfg
+
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        text, reason = c4_filter(doc["text"], self.cfg)
+        if reason is None:
+            stats["c4/chars_removed"] += len(doc["text"]) - len(text)
+            doc["text"], doc["text_chars"] = text, len(text)
+        return reason
+
+
+class FineWebStage(DocStage):
+    """FineWeb's page-level line ratios (punctuation, short lines, duplicated lines, list-likeness)."""
+
+    name = "fineweb"
+
+    def __init__(self, cfg: FineWebConfig):
+        self.cfg = cfg
+
+    def decide(self, doc: Doc, stats: Counter) -> str | None:
+        return fineweb_reject_reason(doc["text"], self.cfg)
 
 
 class ClassifierStage(DocStage):

@@ -210,3 +210,20 @@ def test_classifier_thresholds_and_exclusions(ray_local, tmp_path):
     by_reason = Counter(f"{e['stage']}/drop_{e['reason']}" for e in excluded)
     assert by_reason == Counter(drops)
     assert all(e["url"].startswith("http") for e in excluded)
+
+
+def test_optional_line_filters_run_as_stages(ray_local, tmp_path):
+    """c4 and fineweb are off by default and, when on, are stages with balanced counters."""
+    from operators.linefilters import C4Config, FineWebConfig
+
+    default = run(CurateConfig(input=(INPUTS[0],), output=str(tmp_path / "a")))["stats"]
+    assert "c4/in" not in default and "fineweb/in" not in default
+    cfg = CurateConfig(
+        input=(str(SAMPLE / "trafilatura-000.warc.gz"),), output=str(tmp_path / "b"),
+        langid=LangIDConfig(languages=()), gopher=GopherConfig(min_stop_words=0),
+        c4=C4Config(enabled=True), fineweb=FineWebConfig(enabled=True),
+    )
+    s = run(cfg)["stats"]
+    assert balance_errors(s) == []
+    assert s["c4/in"] == s["gopher/out"] and s["fineweb/in"] == s["c4/out"]
+    assert s["c4/chars_removed"] > 0
