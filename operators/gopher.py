@@ -10,6 +10,7 @@ ellipsis lines, alphabetic words).
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,8 +25,10 @@ _LETTER = re.compile(r"[^\W\d_]")
 _EDGE_PUNCT = ".,;:!?\"'()[]{}«»“”‘’"
 
 
-def _has_letter(word: str) -> bool:
-    return word.isalpha() or _LETTER.search(word) is not None
+def _count_words_with_letter(words: list[str]) -> int:
+    """Words containing an alphabetic character; str.isalpha (C) settles most, regex the rest."""
+    search = _LETTER.search
+    return len(words) - sum(1 for w in filterfalse(str.isalpha, words) if search(w) is None)
 
 
 def _stop_words_present(words: list[str]) -> int:
@@ -88,7 +91,13 @@ def _dup_fracs(segments: list[str]) -> tuple[float, float]:
 
 
 class _Words:
-    """Word ids and lengths as arrays, with rolling 64-bit n-gram hashes (collisions ~2^-64)."""
+    """Word ids and lengths as arrays, with rolling 64-bit n-gram hashes (collisions ~2^-64).
+
+    Repeated n-grams are found incrementally: an n-gram can only repeat where both of its
+    (n-1)-gram halves repeat, so after one full sort for n = 1 every larger n sorts only those
+    candidate positions (a small share of the page), and each repeated n-gram's every occurrence
+    is among them.
+    """
 
     _MULT = np.uint64(0x9E3779B97F4A7C15)
 
@@ -98,6 +107,7 @@ class _Words:
         self.lens = np.fromiter(map(len, words), np.int64, len(words))
         self.total_chars = int(self.lens.sum())
         self._hashes: dict[int, np.ndarray] = {1: self.ids + np.uint64(1)}
+        self._dups: dict[int, tuple[np.ndarray, int, int]] = {}
 
     def ngram_hashes(self, n: int) -> np.ndarray:
         """hash of words[i:i+n] for every i (len(words) - n + 1 values)."""
@@ -107,31 +117,51 @@ class _Words:
                 self._hashes[n] = prev[:-1] * self._MULT + (self.ids[n - 1 :] + np.uint64(1))
         return self._hashes[n]
 
+    def repeats(self, n: int) -> tuple[np.ndarray, int, int]:
+        """(mask of positions whose n-gram occurs more than once, top count, first position of the
+        most frequent n-gram; ties go to the one that occurs first)."""
+        if n not in self._dups:
+            h = self.ngram_hashes(n)
+            if n == 1:
+                positions = np.arange(len(h))
+            else:
+                prev = self.repeats(n - 1)[0]
+                positions = np.flatnonzero(prev[:-1] & prev[1:])
+            mask = np.zeros(len(h), bool)
+            top_count, top_first = 0, -1
+            if len(positions):
+                _, first, inverse, counts = np.unique(h[positions], return_index=True, return_inverse=True, return_counts=True)
+                repeated = counts[inverse] > 1
+                mask[positions[repeated]] = True
+                top_count = int(counts.max())
+                if top_count >= 2:
+                    top_first = int(positions[first[counts == top_count].min()])
+            self._dups[n] = (mask, top_count, top_first)
+        return self._dups[n]
+
+
+def _as_words(words: list[str] | _Words) -> _Words:
+    return words if isinstance(words, _Words) else _Words(words)
+
 
 def top_ngram_char_frac(words: list[str] | _Words, n: int) -> float:
     """Characters of the most frequent n-gram (times its count) over all word characters."""
-    w = words if isinstance(words, _Words) else _Words(words)
+    w = _as_words(words)
     if len(w.ids) < n or not w.total_chars:
         return 0.0
-    _, first, counts = np.unique(w.ngram_hashes(n), return_index=True, return_counts=True)
-    best = counts.max()
-    if best < 2:
+    _, count, start = w.repeats(n)
+    if count < 2:
         return 0.0
-    # ties go to the n-gram that occurs first (as Counter.most_common does), never to hash order,
-    # which changes with PYTHONHASHSEED
-    start = int(first[counts == best].min())
-    top_count = int(best)
-    return int(w.lens[start : start + n].sum()) * top_count / w.total_chars
+    return int(w.lens[start : start + n].sum()) * count / w.total_chars
 
 
 def dup_ngram_char_frac(words: list[str] | _Words, n: int) -> float:
     """Share of word characters covered by n-grams that occur more than once (each word counted
     once even when several duplicated n-grams overlap it)."""
-    w = words if isinstance(words, _Words) else _Words(words)
+    w = _as_words(words)
     if len(w.ids) < n or not w.total_chars:
         return 0.0
-    _, inverse, counts = np.unique(w.ngram_hashes(n), return_inverse=True, return_counts=True)
-    dup_start = counts[inverse] > 1
+    dup_start = w.repeats(n)[0]
     if not dup_start.any():
         return 0.0
     covered = np.convolve(dup_start.astype(np.int32), np.ones(n, np.int32))[: len(w.ids)] > 0
@@ -187,7 +217,7 @@ def quality_reject_reason(text: str, words: list[str], cfg: GopherConfig) -> str
             return "too_many_bullet_lines"
         if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines_frac:
             return "too_many_ellipsis_lines"
-    if sum(map(_has_letter, words)) / n < cfg.min_alpha_words_frac:
+    if _count_words_with_letter(words) / n < cfg.min_alpha_words_frac:
         return "too_few_alpha_words"
     if _stop_words_present(words) < cfg.min_stop_words:
         return "too_few_stop_words"
@@ -219,4 +249,4 @@ def gopher_quality_ok(text: str) -> bool:
     lines = text.split("\n")
     if sum(line.rstrip().endswith("...") for line in lines) / len(lines) > _CORE.max_ellipsis_lines_frac:
         return False
-    return sum(map(_has_letter, words)) / n >= _CORE.min_alpha_words_frac
+    return _count_words_with_letter(words) / n >= _CORE.min_alpha_words_frac

@@ -141,3 +141,24 @@ def test_bad_models_are_clear_errors(tmp_path):
         FastTextClassifier(str(junk))
     with pytest.raises(ValueError, match="has no label 'hq'"):
         FastTextClassifier(BUNDLED_LID_MODEL, positive_label="hq")  # a classifier, of languages
+
+
+def test_autotune_option(trained_model, tmp_path):
+    """--autotune searches on a validation split carved from training, never the test split."""
+    model, rows = trained_model
+    out = tmp_path / "auto.bin"
+    assert train_main(["--input", str(model.parent / "data.jsonl"), "--positive-label", "flagged",
+                       "--output", str(out), "--autotune", "2"]) == 0
+    card = json.loads((tmp_path / "auto.bin.json").read_text())
+    assert card["data"]["valid"] > 0
+    assert card["data"]["train"] + card["data"]["valid"] + card["data"]["test"] == len(rows)
+    assert card["hyperparameters"]["autotune_seconds"] == 2
+
+
+def test_quantize_option(trained_model, tmp_path):
+    model, _ = trained_model
+    out = tmp_path / "small.ftz"
+    assert train_main(["--input", str(model.parent / "data.jsonl"), "--positive-label", "flagged",
+                       "--output", str(out), "--quantize", "--epoch", "5", "--dim", "8"]) == 0
+    assert json.loads((tmp_path / "small.ftz.json").read_text())["hyperparameters"]["quantize"] is True
+    assert out.stat().st_size < model.stat().st_size / 10

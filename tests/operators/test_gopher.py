@@ -150,3 +150,9 @@ def test_same_decisions_under_any_hash_seed():
         for seed in ("1", "2", "3")
     }
     assert len(outs) == 1, outs
+
+
+def test_huge_single_line_is_handled():
+    """A 2 MB page with no line breaks (seen in minified pages) gets a decision, not a crash."""
+    text = " ".join(WORDS * 1000)
+    assert gopher_reject_reason(text) in ("too_many_words", "dup_para_char_frac", "dup_line_char_frac") or gopher_reject_reason(text).startswith(("top_", "dup_"))
