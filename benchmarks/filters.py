@@ -67,6 +67,7 @@ def main() -> None:
         ("sift C4 line filters (optional stage)", c4_filter),
         ("sift FineWeb quality filter (optional stage)", fineweb_reject_reason),
     ]
+    english = [t for t in texts if ident(t)[0] == "en"]
     print(f"{'operator':<72} {'docs/s':>8}")
     total_s = 0.0
     for name, fn in rows:
@@ -75,6 +76,8 @@ def main() -> None:
             total_s += 1 / rate
         print(f"{name:<72} {rate:8.0f}")
     print(f"{'sift filter chain (langid + Gopher + quality + PII), all docs through each':<72} {1 / total_s:8.0f}")
+    rate = best_rate(gopher_reject_reason, english, args.repeat)
+    print(f"{f'sift Gopher rules on the {len(english)} English pages (what it sees after langid)':<72} {rate:8.0f}")
 
     archive = Path(args.files).parents[2] / "blocklists" / "ut1-adult-blocklist.tar.gz"
     if archive.exists():

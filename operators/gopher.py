@@ -188,11 +188,14 @@ def repetition_reject_reason(text: str, words: list[str], cfg: GopherConfig) -> 
             return f"top_{n}gram_char_frac"
         if frac == 0.0:
             break  # no n-gram repeats, so no longer one does
-    for n, limit in sorted(cfg.max_dup_ngram_char_frac.items()):
+    dup_limits = sorted(cfg.max_dup_ngram_char_frac.items())
+    for i, (n, limit) in enumerate(dup_limits):
         frac = dup_ngram_char_frac(arrays, n)
         if frac > limit:
             return f"dup_{n}gram_char_frac"
-        if frac == 0.0:
+        # words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams,
+        # so once under every later limit, no later rule can fire
+        if all(frac <= later for _, later in dup_limits[i + 1 :]):
             break
     return None
 
