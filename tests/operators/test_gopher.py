@@ -3,6 +3,8 @@ just past and just short of its threshold, with the exact reason string."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -156,3 +158,47 @@ def test_huge_single_line_is_handled():
     """A 2 MB page with no line breaks (seen in minified pages) gets a decision, not a crash."""
     text = " ".join(WORDS * 1000)
     assert gopher_reject_reason(text) in ("too_many_words", "dup_para_char_frac", "dup_line_char_frac") or gopher_reject_reason(text).startswith(("top_", "dup_"))
+
+
+def test_early_exits_do_not_change_decisions():
+    """The repetition rules stop early (no repeated 2-gram; covered share under every later limit).
+    On every real sample page the decision equals evaluating each rule in full, in order."""
+    from operators.extract import extract_text
+    from operators.gopher import quality_reject_reason
+    from operators.warc import read_warc_rows
+    from tests.conftest import SAMPLE
+
+    cfg = GopherConfig(min_stop_words=0)
+
+    def reference(text: str) -> str | None:
+        words = text.split()
+        if not words:
+            return "too_few_words"
+        reason = quality_reject_reason(text, words, cfg)
+        if reason:
+            return reason
+        lines = [x.strip() for x in text.split("\n") if x.strip()]
+        paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+        for segs, name, limit, char_limit in ((paras, "para", 0.30, 0.20), (lines, "line", 0.30, 0.20)):
+            seen, dup, dup_chars = set(), 0, 0
+            for seg in segs:
+                if seg in seen:
+                    dup, dup_chars = dup + 1, dup_chars + len(seg)
+                seen.add(seg)
+            if segs and dup / len(segs) > limit:
+                return f"dup_{name}_frac"
+            if segs and dup_chars / sum(map(len, segs)) > char_limit:
+                return f"dup_{name}_char_frac"
+        for n, limit in sorted(cfg.max_top_ngram_char_frac.items()):
+            if top_ngram_char_frac(words, n) > limit:
+                return f"top_{n}gram_char_frac"
+        for n, limit in sorted(cfg.max_dup_ngram_char_frac.items()):
+            if dup_ngram_char_frac(words, n) > limit:
+                return f"dup_{n}gram_char_frac"
+        return None
+
+    texts = [t for p in sorted(SAMPLE.glob("*.warc.gz")) for r in read_warc_rows(str(p))[0] if (t := extract_text(r.html))]
+    assert len(texts) > 100
+    decisions = [gopher_reject_reason(t, cfg) for t in texts]
+    assert decisions == [reference(t) for t in texts]
+    assert any(d and d.startswith("dup_") for d in decisions)

@@ -133,6 +133,9 @@ def test_bad_paths_fail_before_any_work(tmp_path):
     """A missing input or an unwritable output is a clear error, raised before Ray starts."""
     with pytest.raises(ValueError, match="matched no files"):
         run(CurateConfig(input=(str(tmp_path / "nope.warc.gz"),), output=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match="language-ID model not found"):
+        run(CurateConfig(input=(INPUTS[0],), output=str(tmp_path / "m"), langid=LangIDConfig(model_path=str(tmp_path / "x.ftz"))))
+    assert not (tmp_path / "m" / "run.json").exists()  # refused before any work
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
     with pytest.raises(ValueError, match="not writable"):
