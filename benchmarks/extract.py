@@ -105,13 +105,21 @@ def bench(fn, files: list[str], repeat: int) -> tuple[float, int]:
 
 def pipeline_row(files: list[str]) -> tuple[float, float, int]:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    from operators.blocklist import BlocklistConfig
+    from operators.classifier import ClassifierConfig
+    from operators.gopher import GopherConfig
     from operators.langid import LangIDConfig
+    from operators.pii import PIIConfig
     from pipelines.curate import CurateConfig, run
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        # the read+extract stage only: later filters (language ID ...) are measured by filters.py
-        cfg = CurateConfig(input=tuple(files), output=out, num_cpus=1, langid=LangIDConfig(enabled=False))
+        # the read+extract stage only: the filters are measured by filters.py
+        cfg = CurateConfig(
+            input=tuple(files), output=out, num_cpus=1,
+            blocklist=BlocklistConfig(enabled=False), langid=LangIDConfig(enabled=False),
+            gopher=GopherConfig(enabled=False), quality=ClassifierConfig(enabled=False), pii=PIIConfig(enabled=False),
+        )
         summary = run(cfg)
         wall = time.perf_counter() - t0
     return summary["task_cpu_seconds"], wall, summary["stats"]["extract/in"]

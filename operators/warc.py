@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from fastwarc.warc import ArchiveIterator as FastWarcIterator
+from fastwarc.warc import WarcRecordType
 from warcio.exceptions import ArchiveLoadFailed
 
 from operators.domains import registered_domain
@@ -293,22 +295,14 @@ def record_to_row(
     )
 
 
-def _fastwarc_type_names() -> dict:
-    from fastwarc.warc import WarcRecordType
-
-    names = ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation", "unknown")
-    return {int(getattr(WarcRecordType, n)): n for n in names}
-
-
-_FASTWARC_TYPES: dict = {}
+_FASTWARC_TYPES = {
+    int(getattr(WarcRecordType, name)): name
+    for name in ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation", "unknown")
+}
 
 
 def _fastwarc_records(stream: IO[bytes], cfg: ReadConfig) -> Iterator[tuple[str, dict, bytes, int, int]]:
-    from fastwarc.warc import ArchiveIterator
-
-    if not _FASTWARC_TYPES:
-        _FASTWARC_TYPES.update(_fastwarc_type_names())
-    for record in ArchiveIterator(stream, parse_http=False):
+    for record in FastWarcIterator(stream, parse_http=False):
         rtype = _FASTWARC_TYPES.get(int(record.record_type)) or str(record.record_type).rsplit(".", 1)[-1]
         declared = record.content_length
         if rtype not in ("response", "resource") or declared > cfg.max_record_bytes:
