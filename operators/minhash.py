@@ -14,7 +14,6 @@ then a Horner combination of n consecutive word hashes.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,17 +37,83 @@ class MinHashConfig:
     """Permutation seed (datasketch's default)."""
 
 
-# after NFD, combining accents are neither word characters nor space: one pass removes them with
-# the punctuation
-_NOT_WORD = re.compile(r"[^\w\s]|_")
-_ASCII_PUNCT = str.maketrans("", "", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# Byte-level normalisation of the lower-cased NFD UTF-8 text, all in numpy:
+#   ASCII letters and digits stay; ASCII whitespace becomes a space; other ASCII (punctuation, '_',
+#   control) goes. Combining accents U+0300-U+036F go (that is "strip accents" after NFD).
+#   C1 controls go; Unicode spaces (U+0085, U+00A0, U+1680, U+2000-U+200B, U+2028, U+2029, U+205F,
+#   U+3000) become a space. Punctuation and symbols
+#   go: Latin-1 U+00A1-U+00BF (but not ª ² ³ µ ¹ º ¼ ½ ¾), General Punctuation U+200C-U+206F, CJK
+#   punctuation U+3001-U+303F, full-width punctuation (U+FF01-U+FF0F, U+FF1A-U+FF20, U+FF3B-U+FF40,
+#   U+FF5B-U+FF65). Runs of spaces collapse to one; no leading or trailing space.
+KEEP, SPACE, DELETE = 0, 1, 2
+_BYTE_ACTION = np.full(256, KEEP, np.int8)
+_BYTE_ACTION[:128] = DELETE
+for _c in b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    _BYTE_ACTION[_c] = KEEP
+for _c in b" \t\n\r\x0b\x0c":
+    _BYTE_ACTION[_c] = SPACE
+_LEAD = np.zeros(256, bool)
+_LEAD[[0xC2, 0xCC, 0xCD, 0xE1, 0xE2, 0xE3, 0xEF]] = True
+_LATIN1_KEEP = {0xAA, 0xB2, 0xB3, 0xB5, 0xB9, 0xBA, 0xBC, 0xBD, 0xBE}
+
+
+def _code_point_actions() -> dict[int, int]:
+    """Action for each non-ASCII code point that the rules touch."""
+    table: dict[int, int] = {cp: DELETE for cp in range(0x80, 0xA0)}  # C1 controls
+    table.update({0x85: SPACE, 0xA0: SPACE, 0x1680: SPACE, 0x2028: SPACE, 0x2029: SPACE, 0x205F: SPACE, 0x3000: SPACE})
+    table.update({cp: DELETE for cp in range(0xA1, 0xC0) if cp not in _LATIN1_KEEP})
+    table.update({cp: DELETE for cp in range(0x300, 0x370)})
+    table.update({cp: SPACE for cp in range(0x2000, 0x200C)})
+    table.update({cp: DELETE for cp in range(0x200C, 0x2070) if cp not in (0x2028, 0x2029, 0x205F)})
+    table.update({cp: DELETE for cp in range(0x3001, 0x3040)})
+    for lo, hi in ((0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65)):
+        table.update({cp: DELETE for cp in range(lo, hi + 1)})
+    return table
+
+
+# keyed by the code point's UTF-8 bytes packed big-endian into an int: 0xC2A0, 0xE28093 ...
+_SEQ_KEYS, _SEQ_ACTIONS = map(np.array, zip(*sorted(
+    (int.from_bytes(chr(cp).encode(), "big"), act) for cp, act in _code_point_actions().items()
+)))
+
+
+def normalize_bytes(text: str) -> np.ndarray:
+    """Normalised UTF-8 bytes (uint8 array) of `text`: see the rules above."""
+    text = text.lower()
+    if not text.isascii():
+        text = unicodedata.normalize("NFD", text)
+    data = text.encode("utf-8", "replace")
+    x = np.frombuffer(data, np.uint8)
+    if not len(x):
+        return x
+    action = _BYTE_ACTION[x]
+    lead = np.flatnonzero(_LEAD[x])
+    if len(lead):
+        padded = np.frombuffer(data + b"\0\0", np.uint8)
+        b0, b1, b2 = padded[lead].astype(np.int64), padded[lead + 1].astype(np.int64), padded[lead + 2].astype(np.int64)
+        three = b0 >= 0xE0
+        key = np.where(three, (b0 << 16) | (b1 << 8) | b2, (b0 << 8) | b1)
+        pos = np.minimum(np.searchsorted(_SEQ_KEYS, key), len(_SEQ_KEYS) - 1)
+        hit = _SEQ_KEYS[pos] == key
+        lead, three, act = lead[hit], three[hit], _SEQ_ACTIONS[pos[hit]]
+        action[lead] = act
+        action[lead + 1] = DELETE
+        action[lead[three] + 2] = DELETE
+    y = np.where(action == SPACE, np.uint8(32), x)[action != DELETE]
+    if not len(y):
+        return y
+    is_space = y == 32
+    keep = ~is_space
+    keep[1:] |= ~is_space[:-1]  # a space survives only after a non-space
+    y = y[keep]
+    if len(y) and y[-1] == 32:
+        y = y[:-1]
+    return y
 
 
 def normalize_text(text: str) -> str:
     """NFD, accents stripped, lower-case, punctuation removed, whitespace collapsed to single spaces."""
-    if text.isascii():
-        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
-    return " ".join(_NOT_WORD.sub("", unicodedata.normalize("NFD", text).lower()).split())
+    return normalize_bytes(text).tobytes().decode("utf-8", "replace")
 
 
 def _fmix64(h: int) -> int:
@@ -72,7 +137,7 @@ def shingle_hash32(shingle: bytes) -> int:
 
 def shingles(normalized: str, ngram: int) -> list[bytes]:
     """Word n-grams of normalised text (one shingle of all words when there are fewer than n)."""
-    words = normalized.split()
+    words = normalized.split(" ") if normalized else []
     if not words:
         return []
     if len(words) < ngram:
@@ -132,16 +197,15 @@ def _fmix32_array(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint32(16))
 
 
-def shingle_hashes(normalized: str, ngram: int) -> np.ndarray:
+def shingle_hashes(normalized: str | np.ndarray, ngram: int) -> np.ndarray:
     """All shingle hashes of one normalised text (uint32), equal to `shingle_hash32` per shingle."""
-    data = normalized.encode()
-    if not data:
+    x = np.frombuffer(normalized.encode(), np.uint8) if isinstance(normalized, str) else normalized
+    if not len(x):
         return np.empty(0, np.uint32)
-    x = np.frombuffer(data, np.uint8)
     spaces = np.flatnonzero(x == 32)
     n_words = len(spaces) + 1
     if n_words < ngram:
-        return np.array([shingle_hash32(data)], np.uint32)
+        return np.array([shingle_hash32(x.tobytes())], np.uint32)
     starts = np.concatenate([[0], spaces + 1])
     ends = np.concatenate([spaces, [len(x)]])  # exclusive
     pw, ipw = _POWERS.upto(len(x))
@@ -167,7 +231,7 @@ def signatures(texts: list[str], cfg: MinHashConfig | None = None) -> tuple[np.n
     out = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, np.uint32)
     has = np.zeros(len(texts), bool)
     for k, text in enumerate(texts):
-        hv = shingle_hashes(normalize_text(text), cfg.ngram)
+        hv = shingle_hashes(normalize_bytes(text), cfg.ngram)
         if not len(hv):
             continue
         has[k] = True

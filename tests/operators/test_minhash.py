@@ -105,3 +105,13 @@ def test_no_process_dependent_hashing(tmp_path: Path):
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": s, "PATH": ""}, cwd=FIXTURES.parents[1]).stdout for s in ("1", "2")}
     assert len(outs) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_normalisation_properties(text):
+    """Valid UTF-8 out, single spaces only between words, no punctuation left, idempotent."""
+    out = normalize_text(text)
+    assert "  " not in out and out == out.strip()
+    assert not any(ch in out for ch in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\u2014\u201c\u00bf\u3002")
+    assert normalize_text(out) == out
