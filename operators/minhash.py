@@ -52,8 +52,8 @@ for _c in b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ":
     _BYTE_ACTION[_c] = KEEP
 for _c in b" \t\n\r\x0b\x0c":
     _BYTE_ACTION[_c] = SPACE
-_LEAD = np.zeros(256, bool)
-_LEAD[[0xC2, 0xCC, 0xCD, 0xE1, 0xE2, 0xE3, 0xEF]] = True
+LOOKUP = 3  # lead byte of a multi-byte sequence that some rule may touch
+_BYTE_ACTION[[0xC2, 0xCC, 0xCD, 0xE1, 0xE2, 0xE3, 0xEF]] = LOOKUP
 _LATIN1_KEEP = {0xAA, 0xB2, 0xB3, 0xB5, 0xB9, 0xBA, 0xBC, 0xBD, 0xBE}
 
 
@@ -77,17 +77,19 @@ _SEQ_KEYS, _SEQ_ACTIONS = map(np.array, zip(*sorted(
 )))
 
 
-def normalize_bytes(text: str) -> np.ndarray:
-    """Normalised UTF-8 bytes (uint8 array) of `text`: see the rules above."""
+def _prepare(text: str) -> bytes:
+    """Lower-case, NFD for non-ASCII, UTF-8 (lone surrogates replaced)."""
     text = text.lower()
     if not text.isascii():
         text = unicodedata.normalize("NFD", text)
-    data = text.encode("utf-8", "replace")
+    return text.encode("utf-8", "replace")
+
+
+def _apply_rules(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes after the rules, index of each surviving byte in `data`); spaces not yet collapsed."""
     x = np.frombuffer(data, np.uint8)
-    if not len(x):
-        return x
     action = _BYTE_ACTION[x]
-    lead = np.flatnonzero(_LEAD[x])
+    lead = np.flatnonzero(action == LOOKUP)
     if len(lead):
         padded = np.frombuffer(data + b"\0\0", np.uint8)
         b0, b1, b2 = padded[lead].astype(np.int64), padded[lead + 1].astype(np.int64), padded[lead + 2].astype(np.int64)
@@ -95,11 +97,18 @@ def normalize_bytes(text: str) -> np.ndarray:
         key = np.where(three, (b0 << 16) | (b1 << 8) | b2, (b0 << 8) | b1)
         pos = np.minimum(np.searchsorted(_SEQ_KEYS, key), len(_SEQ_KEYS) - 1)
         hit = _SEQ_KEYS[pos] == key
+        action[lead[~hit]] = KEEP
         lead, three, act = lead[hit], three[hit], _SEQ_ACTIONS[pos[hit]]
         action[lead] = act
         action[lead + 1] = DELETE
         action[lead[three] + 2] = DELETE
-    y = np.where(action == SPACE, np.uint8(32), x)[action != DELETE]
+    kept = np.flatnonzero(action != DELETE)
+    return np.where(action[kept] == SPACE, np.uint8(32), x[kept]), kept
+
+
+def normalize_bytes(text: str) -> np.ndarray:
+    """Normalised UTF-8 bytes (uint8 array) of `text`: see the rules above."""
+    y, _ = _apply_rules(_prepare(text))
     if not len(y):
         return y
     is_space = y == 32
@@ -219,7 +228,56 @@ def shingle_hashes(normalized: str | np.ndarray, ngram: int) -> np.ndarray:
     return (_fmix64_array(g) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def signatures(texts: list[str], cfg: MinHashConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _batch_shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many documents at once: (hashes uint32, document index of each), in
+    document order. Equal to `shingle_hashes(normalize_bytes(t), ngram)` per document.
+
+    The documents are joined with a space (words never span two of them), the byte rules, word
+    hashes and n-gram Horner run once over the whole batch, and n-grams that would straddle two
+    documents are dropped.
+    """
+    # One C call each for the whole batch: documents joined by NUL, which lower() and NFD leave in
+    # place and which no document keeps (NUL is a control byte the rules delete anyway).
+    joined = "\0".join(t.replace("\0", "") if "\0" in t else t for t in texts).lower()
+    if not joined.isascii():
+        joined = unicodedata.normalize("NFD", joined)
+    data = joined.encode("utf-8", "replace")
+    bounds = np.flatnonzero(np.frombuffer(data, np.uint8) == 0)  # end of each document but the last
+    y, kept = _apply_rules(data.replace(b"\0", b" ") + b" ")
+    # words: maximal runs of non-space bytes
+    non_space = y != 32
+    edges = np.diff(np.concatenate([[False], non_space, [False]]).astype(np.int8))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not len(starts):
+        return np.empty(0, np.uint32), np.empty(0, np.int64)
+    word_doc = np.searchsorted(bounds, kept[starts], side="right")
+    pw, ipw = _POWERS.upto(len(y))
+    with np.errstate(over="ignore"):
+        prefix = np.cumsum((y.astype(np.uint64) + np.uint64(1)) * ipw[: len(y)], dtype=np.uint64)
+        before = np.where(starts > 0, prefix[starts - 1], np.uint64(0))
+        words = (prefix[ends - 1] - before) * pw[ends - 1]
+        count = len(words) - ngram + 1
+        hashes, docs = [], []
+        if count > 0:
+            g = np.zeros(count, np.uint64)
+            for j in range(ngram):  # Horner: g = g * NGRAM_BASE + word_{i+j}
+                g = g * np.uint64(NGRAM_BASE) + words[j : j + count]
+            inside = word_doc[:count] == word_doc[ngram - 1 :]
+            hashes.append((_fmix64_array(g[inside]) & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+            docs.append(word_doc[:count][inside])
+    # documents with 1..ngram-1 words: one shingle of all their words (rare: reference path)
+    words_per_doc = np.bincount(word_doc, minlength=len(texts))
+    for d in np.flatnonzero((words_per_doc > 0) & (words_per_doc < ngram)):
+        hashes.append(np.array([shingle_hash32(normalize_bytes(texts[d]).tobytes())], np.uint32))
+        docs.append(np.array([d]))
+    hv, dv = np.concatenate(hashes), np.concatenate(docs)
+    order = np.argsort(dv, kind="stable")
+    return hv[order], dv[order]
+
+
+def signatures(
+    texts: list[str], cfg: MinHashConfig | None = None, batch_bytes: int = 1 << 20, chunk_shingles: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
     """(signatures uint32 (len(texts), num_perm), has_shingles bool (len(texts),)).
 
     Documents without a single word get an all-0xFFFFFFFF signature and `has_shingles=False`:
@@ -230,16 +288,34 @@ def signatures(texts: list[str], cfg: MinHashConfig | None = None) -> tuple[np.n
     a_col, b_col = a[:, None], b[:, None]
     out = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, np.uint32)
     has = np.zeros(len(texts), bool)
-    for k, text in enumerate(texts):
-        hv = shingle_hashes(normalize_bytes(text), cfg.ngram)
-        if not len(hv):
-            continue
-        has[k] = True
-        # (num_perm, shingles): the minimum runs along contiguous rows (8x faster than axis 0)
-        with np.errstate(over="ignore"):
-            phv = np.multiply(a_col, _fmix32_array(hv)[None, :])  # uint32 wraps: mod 2^32
-            phv += b_col
-        out[k] = phv.min(axis=1)
+    start = 0
+    while start < len(texts):  # batches of about `batch_bytes` of text
+        stop, size = start, 0
+        while stop < len(texts) and (stop == start or size + len(texts[stop]) <= batch_bytes):
+            size += len(texts[stop])
+            stop += 1
+        hv, dv = _batch_shingle_hashes(texts[start:stop], cfg.ngram)
+        mixed = _fmix32_array(hv)
+        bounds = np.flatnonzero(np.diff(dv)) + 1
+        seg_starts = np.concatenate([[0], bounds]) if len(dv) else np.empty(0, np.int64)
+        seg_docs = dv[seg_starts]
+        has[start + seg_docs] = True
+        # permutations over chunks of whole documents: (num_perm, shingles) matrices, minimum per
+        # document along contiguous rows
+        i = 0
+        while i < len(seg_starts):
+            j = i + 1
+            while j < len(seg_starts) and seg_starts[j] - seg_starts[i] < chunk_shingles:
+                j += 1
+            lo = seg_starts[i]
+            hi = seg_starts[j] if j < len(seg_starts) else len(dv)
+            with np.errstate(over="ignore"):
+                phv = np.multiply(a_col, mixed[None, lo:hi])  # uint32 wraps: mod 2^32
+                phv += b_col
+            mins = np.minimum.reduceat(phv, seg_starts[i:j] - lo, axis=1)  # (num_perm, documents)
+            out[start + seg_docs[i:j]] = mins.T
+            i = j
+        start = stop
     return out, has
 
 
