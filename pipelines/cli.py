@@ -6,6 +6,7 @@ import sys
 
 COMMANDS = {
     "curate": "pipelines.curate",
+    "dedup": "pipelines.dedup",
     "train-classifier": "training.classifier",
 }
 
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "usage: sift <command> [options]\n\ncommands:\n"
             "  curate            WARC files -> clean document shards\n"
+            "  dedup             exact document and line dedup of a curate run\n"
             "  train-classifier  train a fastText document classifier (quality, NSFW, toxicity) with a card\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

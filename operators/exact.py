@@ -1,0 +1,45 @@
+"""Exact duplicates: stable 64-bit hashes of normalised documents and of lines, and line removal.
+
+Hashes are BLAKE2b (not Python's `hash`, which differs between processes), so every worker of a
+Ray cluster computes the same key for the same text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Container
+
+from operators.minhash import normalize_bytes
+
+
+def _h64(data: bytes) -> int:
+    # signed, so it fits Arrow's int64 columns
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def document_hash(text: str) -> int:
+    """Hash of the normalised text (case, accents, punctuation and spacing ignored); texts with no
+    words at all hash to 0 and must not be treated as duplicates of each other."""
+    normalized = normalize_bytes(text)
+    return _h64(normalized.tobytes()) if len(normalized) else 0
+
+
+def line_hash(line: str) -> int:
+    """Hash of one line exactly as written (surrounding whitespace ignored)."""
+    return _h64(line.strip().encode("utf-8", "surrogatepass"))
+
+
+def line_hashes(text: str) -> list[int]:
+    """Hashes of the non-blank lines of `text`, in order (a line repeated in a text counts twice)."""
+    return [line_hash(line) for line in text.split("\n") if line.strip()]
+
+
+def remove_lines(text: str, duplicated: Container[int]) -> tuple[str, int]:
+    """`text` without its lines whose hash is in `duplicated`; (new text, lines removed)."""
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        if line.strip() and line_hash(line) in duplicated:
+            removed += 1
+        else:
+            kept.append(line)
+    return "\n".join(kept), removed

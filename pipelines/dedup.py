@@ -1,0 +1,312 @@
+"""`sift dedup`: exact document and line deduplication of a curate run, on Ray Data.
+
+    list shards -> read (doc_id, text, rank fields)
+      -> document hashes -> groupby(hash) [hash-partitioned shuffle] -> one keeper per hash
+      -> line hashes -> groupby(hash).count() [hash-partitioned] -> lines seen more than once
+    -> rewrite every shard (one task each): drop duplicate documents, strip duplicated lines,
+       drop documents left empty; write shard + stats + the removal table, atomically
+
+The keeper of a group of identical documents is chosen deterministically: highest quality score
+(when the run has one), then earliest crawl date, then smallest doc_id. Line dedup follows the
+CS336 definition: a line that occurs more than once anywhere in the corpus is removed from every
+document that contains it.
+
+    python -m pipelines.dedup --input runs/demo --output runs/demo-dedup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from operators.exact import document_hash, line_hashes, remove_lines
+from pipelines import stats as statslib
+from pipelines.config import config_hash, parse_set, resolve
+from pipelines.curate import DOCS_DIR, STATS_DIR, init_ray
+from pipelines.io import OutputDir
+from pipelines.run_info import run_metadata
+
+REMOVED_DIR = "dedup_removed"
+STAGE_ORDER = ("exact_dedup", "line_dedup")
+
+
+@dataclass(frozen=True)
+class ExactDedupConfig:
+    input: str = ""
+    """A finished `sift curate` output folder (its documents/ shards are read)."""
+    output: str = ""
+    """Where the deduplicated shards go (same layout as curate's)."""
+    documents: bool = True
+    """Remove exact duplicate documents (normalised text), keeping one per group."""
+    lines: bool = True
+    """Remove lines that occur more than once anywhere in the corpus (CS336 exact line dedup)."""
+    num_cpus: int | None = None
+    """Size of the embedded local Ray (ignored with RAY_ADDRESS)."""
+    shuffle_partitions: int = 0
+    """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs."""
+
+    def output_hash(self) -> str:
+        return config_hash({"documents": self.documents, "lines": self.lines})
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Data steps (pure functions over batches)
+# ---------------------------------------------------------------------------------------------
+
+
+def _doc_keys(batch: pa.Table) -> pa.Table:
+    """(doc_hash, doc_id, rank fields) per document; documents with no words are left out, so two
+    empty documents never count as duplicates."""
+    texts = batch.column("text").to_pylist()
+    quality = batch.column("quality_score").to_pylist() if "quality_score" in batch.column_names else [None] * len(texts)
+    dates = batch.column("warc_date").cast(pa.int64()).to_pylist() if "warc_date" in batch.column_names else [None] * len(texts)
+    # a record's place (file, offset) identifies it even where WARC-Record-IDs repeat across files
+    places = [f"{f}#{o}" for f, o in zip(batch.column("source_file").to_pylist(), batch.column("record_offset").to_pylist())]
+    keys = pa.table({
+        "doc_hash": pa.array([document_hash(t) for t in texts], pa.int64()),
+        "place": pa.array(places, pa.string()),
+        "doc_id": batch.column("doc_id"),
+        "neg_quality": pa.array([-(q if q is not None else 0.0) for q in quality], pa.float64()),
+        "date": pa.array([d if d is not None else 2**62 for d in dates], pa.int64()),
+    })
+    return keys.filter(pc.not_equal(keys.column("doc_hash"), 0))
+
+
+def _repeated(counts: pa.Table) -> pa.Table:
+    return counts.filter(pc.greater(counts.column("count()"), 1)).select(["line_hash"])
+
+
+def _pick_keeper(group: pa.Table) -> pa.Table:
+    """For one hash group: a row per removed document, naming the kept one."""
+    rows = sorted(zip(
+        group.column("neg_quality").to_pylist(), group.column("date").to_pylist(),
+        group.column("doc_id").to_pylist(), group.column("place").to_pylist(),
+    ))
+    keeper = rows[0][2]
+    removed = rows[1:]
+    return pa.table({
+        "place": pa.array([r[3] for r in removed], pa.string()),
+        "kept_doc_id": pa.array([keeper] * len(removed), pa.string()),
+        "group_size": pa.array([len(rows)] * len(removed), pa.int32()),
+    })
+
+
+def _line_rows(batch: pa.Table) -> pa.Table:
+    hashes = [h for t in batch.column("text").to_pylist() for h in line_hashes(t)]
+    return pa.table({"line_hash": pa.array(hashes, pa.int64())})
+
+
+class RewriteShard:
+    """One curate shard -> its deduplicated shard + stats + removal rows (atomic writes)."""
+
+    def __init__(self, cfg: ExactDedupConfig, removed_ref, dup_lines_ref):
+        import ray
+
+        self.cfg = cfg
+        self.src = OutputDir(cfg.input)
+        self.out = OutputDir(cfg.output)
+        # place (source_file#record_offset) of each removed document -> (kept doc_id, group size)
+        self.removed: dict[str, tuple[str, int]] = ray.get(removed_ref) if removed_ref is not None else {}
+        self.dup_lines = set(ray.get(dup_lines_ref).tolist()) if dup_lines_ref is not None else set()
+
+    def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
+        shard = unit["shard"]
+        try:
+            return self._rewrite(shard)
+        except Exception as exc:
+            raise RuntimeError(f"dedup failed on shard {shard}: {type(exc).__name__}: {exc}") from exc
+
+    def _rewrite(self, shard: str) -> dict[str, Any]:
+        table = pq.read_table(self.src.path(DOCS_DIR, f"{shard}.parquet"))
+        stats: Counter = Counter()
+        ids = table.column("doc_id").to_pylist()
+        places = [f"{f}#{o}" for f, o in zip(table.column("source_file").to_pylist(), table.column("record_offset").to_pylist())]
+        keep = np.ones(len(ids), bool)
+        removed_rows = []
+        stats["exact_dedup/in"] += len(ids)
+        for i, (doc_id, place) in enumerate(zip(ids, places)):
+            if place in self.removed:
+                kept_id, size = self.removed[place]
+                keep[i] = False
+                stats["exact_dedup/drop_duplicate_document"] += 1
+                removed_rows.append({"doc_id": doc_id, "stage": "exact_dedup", "reason": "duplicate_document",
+                                     "kept_doc_id": kept_id, "similarity": 1.0, "cluster_size": size})
+        stats["exact_dedup/out"] += int(keep.sum())
+        table = table.filter(pa.array(keep))
+        if self.cfg.lines and self.dup_lines:
+            texts = table.column("text").to_pylist()
+            new_texts, keep = [], np.ones(len(texts), bool)
+            stats["line_dedup/in"] += len(texts)
+            for i, text in enumerate(texts):
+                new, n_removed = remove_lines(text, self.dup_lines)
+                stats["line_dedup/lines_removed"] += n_removed
+                if not new.strip():
+                    keep[i] = False
+                    stats["line_dedup/drop_empty_after_line_dedup"] += 1
+                    removed_rows.append({"doc_id": table.column("doc_id")[i].as_py(), "stage": "line_dedup",
+                                         "reason": "empty_after_line_dedup", "kept_doc_id": None,
+                                         "similarity": None, "cluster_size": None})
+                new_texts.append(new)
+            stats["line_dedup/out"] += int(keep.sum())
+            idx = table.schema.get_field_index("text")
+            table = table.set_column(idx, table.schema.field("text"), pa.array(new_texts, table.schema.field("text").type))
+            if "text_chars" in table.column_names:
+                j = table.schema.get_field_index("text_chars")
+                table = table.set_column(j, "text_chars", pa.array([len(t) for t in new_texts], pa.int64()))
+            table = table.filter(pa.array(keep))
+        elif self.cfg.lines:
+            stats["line_dedup/in"] += table.num_rows
+            stats["line_dedup/out"] += table.num_rows
+        for name, sub, rows_table in (
+            (DOCS_DIR, f"{shard}.parquet", table),
+            (REMOVED_DIR, f"{shard}.parquet", pa.Table.from_pylist(removed_rows, schema=REMOVED_SCHEMA)),
+        ):
+            tmp = self.out.tmp_path(name, sub)
+            with self.out.fs.open_output_stream(tmp) as sink:
+                pq.write_table(rows_table, sink, compression="zstd")
+            self.out.commit(tmp, name, sub)
+        self.out.write_json(dict(stats), STATS_DIR, f"{shard}.json")
+        return {"shard": shard}
+
+
+REMOVED_SCHEMA = pa.schema([
+    pa.field("doc_id", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("kept_doc_id", pa.string()),
+    pa.field("similarity", pa.float64()),
+    pa.field("cluster_size", pa.int32()),
+])
+
+
+def run(cfg: ExactDedupConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if not cfg.input or not cfg.output:
+        raise ValueError("dedup needs --input (a curate output) and --output")
+    src = OutputDir(cfg.input)
+    if not src.exists(DOCS_DIR, "_SUCCESS"):
+        raise ValueError(f"{cfg.input!r} is not a finished curate run (no documents/_SUCCESS)")
+    shards = [name[: -len(".parquet")] for name in src.list(DOCS_DIR, suffix=".parquet")]
+    out = OutputDir(cfg.output)
+    out.check_writable()
+    if out.exists("run.json") and out.read_json("run.json").get("output_hash") != cfg.output_hash():
+        raise ValueError(f"{cfg.output} holds a dedup run made with different settings; choose a new --output")
+    for d in (DOCS_DIR, STATS_DIR, REMOVED_DIR):
+        out.makedirs(d)
+    meta = run_metadata(asdict(cfg), cfg.output_hash())
+    out.write_json({**meta, "status": "running"}, "run.json")
+    pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
+
+    if pending:
+        import ray
+
+        init_ray(cfg.num_cpus)
+        paths = [src.path(DOCS_DIR, f"{s}.parquet") for s in shards]  # every shard: duplicates span shards
+        schema_names = pq.read_schema(paths[0]).names
+        columns = [c for c in ("doc_id", "source_file", "record_offset", "text", "warc_date", "quality_score") if c in schema_names]
+        docs = ray.data.read_parquet(paths, columns=columns)
+        partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
+        removed_ref = dup_lines_ref = None
+        if cfg.documents:
+            keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
+            removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
+            removed_map = {r["place"]: (r["kept_doc_id"], r["group_size"]) for r in removed.iter_rows()}
+            removed_ref = ray.put(removed_map)
+        if cfg.lines:
+            counts = docs.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
+            dup = [r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()]
+            dup_lines_ref = ray.put(np.array(dup, np.int64))
+        units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
+        workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
+        done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_ref, dup_lines_ref),
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1)
+        for _ in done.iter_rows():
+            pass
+    total = statslib.merge(out.read_json(STATS_DIR, f"{s}.json") for s in shards)
+    errors = statslib.balance_errors(total)
+    if errors:
+        raise AssertionError(f"stats do not balance: {errors}")
+    summary = {"output": out.uri, "shards": len(shards), "shards_processed_now": len(pending),
+               "wall_seconds": round(time.perf_counter() - t0, 3), "stats": dict(sorted(total.items()))}
+    out.write_json(summary, "stats.json")
+    out.write_bytes(b"", DOCS_DIR, "_SUCCESS")
+    out.write_json({**meta, "status": "finished"}, "run.json")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    s = summary["stats"]
+    lines = [f"sift dedup: {summary['shards']} shards ({summary['shards_processed_now']} processed now)"]
+    for stage, n_in, n_out, drops in statslib.funnel(s, STAGE_ORDER):
+        lines.append(f"  {stage:<12} in {n_in:>8,}  out {n_out:>8,}")
+        for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {'':<12}   - {reason:<28} {n:>8,}")
+    if "line_dedup/lines_removed" in s:
+        lines.append(f"  duplicated lines removed: {s['line_dedup/lines_removed']:,}")
+    lines.append(f"  documents: {summary['output']}/{DOCS_DIR}   removed (with the kept duplicate): {summary['output']}/{REMOVED_DIR}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m pipelines.dedup") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Exact document and line deduplication of a curate run.")
+    p.add_argument("--input", "-i", help="a finished sift curate output folder")
+    p.add_argument("--output", "-o")
+    p.add_argument("--config", "-c")
+    p.add_argument("--num-cpus", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        for key in ("input", "output", "num_cpus"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        summary = run(resolve(ExactDedupConfig, args.config, overrides))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def exact_line_dedup(input_paths: list[str | os.PathLike], output_dir: str | os.PathLike) -> dict[str, int]:
+    """Write each input file to `output_dir` (same name) without the lines that occur more than once
+    across all the inputs (two passes: count line hashes, then rewrite). Returns counters."""
+    from collections import Counter as _Counter
+
+    from operators.exact import line_hash
+
+    counts: _Counter = _Counter()
+    for path in input_paths:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            counts.update(line_hash(line) for line in f if line.strip())
+    duplicated = {h for h, n in counts.items() if n > 1}
+    os.makedirs(output_dir, exist_ok=True)
+    stats = {"files": 0, "lines_removed": 0}
+    for path in input_paths:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+        new, removed = remove_lines(text, duplicated)
+        target = os.path.join(output_dir, os.path.basename(path))
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(new)
+        os.replace(tmp, target)
+        stats["files"] += 1
+        stats["lines_removed"] += removed
+    return stats
+
+
+if __name__ == "__main__":
+    sys.exit(main())
