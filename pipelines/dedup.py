@@ -308,5 +308,67 @@ def exact_line_dedup(input_paths: list[str | os.PathLike], output_dir: str | os.
     return stats
 
 
+def minhash_dedup(
+    input_paths: list[str | os.PathLike],
+    num_hashes: int,
+    num_bands: int,
+    ngrams: int,
+    jaccard_threshold: float,
+    output_dir: str | os.PathLike,
+) -> dict[str, Any]:
+    """Fuzzy dedup of plain text files (one document each): MinHash + LSH candidates, every
+    candidate pair verified by its true shingle Jaccard >= `jaccard_threshold`, clusters by
+    union-find; the first file (by path) of each cluster is written to `output_dir`.
+
+    Returns counters and the clusters (lists of paths) that had more than one member.
+    """
+    from operators.lsh import UnionFind, band_keys, candidate_pairs, jaccard
+    from operators.minhash import MinHashConfig, normalize_text, shingles, signatures
+
+    if num_bands < 1 or num_hashes % num_bands:
+        raise ValueError(f"num_hashes ({num_hashes}) must be a multiple of num_bands ({num_bands})")
+    paths = sorted(str(p) for p in input_paths)
+    texts = []
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    cfg = MinHashConfig(num_perm=num_hashes, ngram=ngrams)
+    sigs, has = signatures(texts, cfg)
+    rows = num_hashes // num_bands
+    keys = [band_keys(sig, num_bands, rows) if ok else [] for sig, ok in zip(sigs, has)]
+    candidates = sorted(candidate_pairs(keys))
+    shingle_sets: dict[int, set] = {}
+
+    def shingle_set(i: int) -> set:
+        if i not in shingle_sets:
+            shingle_sets[i] = set(shingles(normalize_text(texts[i]), ngrams))
+        return shingle_sets[i]
+
+    uf = UnionFind(len(paths))
+    verified = 0
+    for i, j in candidates:
+        if jaccard(shingle_set(i), shingle_set(j)) >= jaccard_threshold:
+            uf.union(i, j)
+            verified += 1
+    clusters = uf.components()
+    os.makedirs(output_dir, exist_ok=True)
+    for members in clusters:
+        keep = paths[members[0]]
+        target = os.path.join(output_dir, os.path.basename(keep))
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(texts[members[0]])
+        os.replace(tmp, target)
+    duplicates = [[paths[m] for m in c] for c in clusters if len(c) > 1]
+    return {
+        "files": len(paths),
+        "kept": len(clusters),
+        "removed": len(paths) - len(clusters),
+        "candidate_pairs": len(candidates),
+        "verified_pairs": verified,
+        "clusters": duplicates,
+    }
+
+
 if __name__ == "__main__":
     sys.exit(main())

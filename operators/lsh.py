@@ -1,0 +1,99 @@
+"""LSH banding, candidate verification and union-find: the pure parts of fuzzy dedup.
+
+Band keys are BLAKE2b hashes of each band's signature bytes (stable across processes), so the
+pipeline can shuffle them by hash range on Ray. Candidates from shared buckets are only linked
+after their true Jaccard similarity (of shingle sets) is checked, which is what keeps unrelated
+documents out of a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def optimal_bands(num_perm: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= num_perm minimising false positives + false negatives of
+    the S-curve 1 - (1 - s^r)^b around `threshold` (the datasketch MinHashLSH criterion)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"jaccard threshold must be in (0, 1), got {threshold}")
+
+    def area(f, lo, hi, steps=200):
+        xs = np.linspace(lo, hi, steps)
+        return float(np.trapezoid(f(xs), xs))
+
+    best, best_err = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = area(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
+            fn = area(lambda s: (1 - s ** r) ** b, threshold, 1.0)
+            if fp + fn < best_err:
+                best, best_err = (b, r), fp + fn
+    return best
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[int]:
+    """One 64-bit key per band (the band index is mixed in, so equal slices of different bands differ)."""
+    sig = np.ascontiguousarray(signature[: bands * rows], dtype=np.uint32).reshape(bands, rows)
+    return [
+        int.from_bytes(hashlib.blake2b(band.tobytes(), digest_size=8, salt=i.to_bytes(2, "little")).digest(), "little", signed=True)
+        for i, band in enumerate(sig)
+    ]
+
+
+def candidate_pairs(keys_per_doc: Iterable[list[int]]) -> set[tuple[int, int]]:
+    """Pairs (i, j), i < j, of documents sharing at least one band key."""
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for doc, keys in enumerate(keys_per_doc):
+        for band, key in enumerate(keys):
+            buckets.setdefault((band, key), []).append(doc)
+    pairs = set()
+    for members in buckets.values():
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                pairs.add((members[a], members[b]))
+    return pairs
+
+
+def jaccard(a: set, b: set) -> float:
+    """Jaccard similarity; two empty sets are 0 (never duplicates)."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+class UnionFind:
+    """Disjoint sets with path halving and union by size."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+    def components(self) -> list[list[int]]:
+        groups: dict[int, list[int]] = {}
+        for x in range(len(self.parent)):
+            groups.setdefault(self.find(x), []).append(x)
+        return sorted(groups.values())
+
+
+def expected_candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """Probability that two documents of this Jaccard similarity share a bucket."""
+    return 1 - (1 - similarity**rows) ** bands
+
