@@ -17,6 +17,7 @@ document that contains it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -38,11 +39,11 @@ from pipelines.io import OutputDir
 from pipelines.run_info import run_metadata
 
 REMOVED_DIR = "dedup_removed"
-STAGE_ORDER = ("exact_dedup", "line_dedup")
+STAGE_ORDER = ("exact_dedup", "fuzzy_dedup", "line_dedup")
 
 
 @dataclass(frozen=True)
-class ExactDedupConfig:
+class DedupConfig:
     input: str = ""
     """A finished `sift curate` output folder (its documents/ shards are read)."""
     output: str = ""
@@ -55,9 +56,24 @@ class ExactDedupConfig:
     """Size of the embedded local Ray (ignored with RAY_ADDRESS)."""
     shuffle_partitions: int = 0
     """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs."""
+    fuzzy: bool = True
+    """Remove near duplicates: MinHash + LSH candidates, each verified by exact shingle Jaccard."""
+    jaccard_threshold: float = 0.8
+    """Two documents whose 5-word-shingle Jaccard is at least this are near duplicates."""
+    num_perm: int = 128
+    ngram: int = 5
+    max_bucket: int = 500
+    """An LSH bucket with more members links them to its first member only (a star, not all pairs)."""
+    max_cluster_size: int = 10_000
+    """A verified cluster larger than this stops the run (a guard against runaway merging) unless
+    allow_large_clusters is set."""
+    allow_large_clusters: bool = False
 
     def output_hash(self) -> str:
-        return config_hash({"documents": self.documents, "lines": self.lines})
+        return config_hash({
+            "documents": self.documents, "lines": self.lines, "fuzzy": self.fuzzy,
+            "jaccard_threshold": self.jaccard_threshold, "num_perm": self.num_perm, "ngram": self.ngram,
+        })
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,17 +123,147 @@ def _line_rows(batch: pa.Table) -> pa.Table:
     return pa.table({"line_hash": pa.array(hashes, pa.int64())})
 
 
+def _places(batch: pa.Table) -> list[str]:
+    return [f"{f}#{o}" for f, o in zip(batch.column("source_file").to_pylist(), batch.column("record_offset").to_pylist())]
+
+
+def _without_places(batch: pa.Table, places: frozenset) -> pa.Table:
+    return batch.filter(pa.array([p not in places for p in _places(batch)], pa.bool_()))
+
+
+def _band_rows(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int) -> pa.Table:
+    """(band, key, place) for every band of every document with words."""
+    from operators.lsh import band_keys
+    from operators.minhash import MinHashConfig, signatures
+
+    sigs, has = signatures(batch.column("text").to_pylist(), MinHashConfig(num_perm=num_perm, ngram=ngram))
+    out_band, out_key, out_place = [], [], []
+    for place, sig, ok in zip(_places(batch), sigs, has):
+        if ok:
+            for band, key in enumerate(band_keys(sig, bands, rows)):
+                out_band.append(band)
+                out_key.append(key)
+                out_place.append(place)
+    return pa.table({"band": pa.array(out_band, pa.int32()), "key": pa.array(out_key, pa.int64()),
+                     "place": pa.array(out_place, pa.string())})
+
+
+def _bucket_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
+    """Candidate pairs of one LSH bucket (all pairs, or a star from the first member if huge)."""
+    members = sorted(set(group.column("place").to_pylist()))
+    if len(members) <= max_bucket:
+        pairs = [(members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))]
+    else:
+        pairs = [(members[0], m) for m in members[1:]]
+    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string())})
+
+
+def _side_rows(pairs: pa.Table) -> pa.Table:
+    """Each unique candidate pair as two rows (one per document), to be met by its shingles."""
+    a, b = pairs.column("a").to_pylist(), pairs.column("b").to_pylist()
+    ids = [f"{x}|{y}" for x, y in zip(a, b)]
+    return pa.table({
+        "place": pa.array(a + b, pa.string()),
+        "pair": pa.array(ids + ids, pa.string()),
+        "shingles": pa.array([[]] * (2 * len(a)), pa.list_(pa.uint32())),
+    })
+
+
+def _shingle_rows(batch: pa.Table, ngram: int) -> pa.Table:
+    from operators.minhash import normalize_bytes, shingle_hashes
+
+    sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in batch.column("text").to_pylist()]
+    return pa.table({
+        "place": pa.array(_places(batch), pa.string()),
+        "pair": pa.array([""] * len(sets), pa.string()),
+        "shingles": pa.array([s.tolist() for s in sets], pa.list_(pa.uint32())),
+    })
+
+
+def _attach_shingles(group: pa.Table) -> pa.Table:
+    """Rows of one document: its shingle row and its pair rows -> pair rows carrying the shingles."""
+    pairs = group.column("pair").to_pylist()
+    own = [i for i, p in enumerate(pairs) if p == ""]
+    shingles = group.column("shingles")[own[0]] if own else pa.scalar([], pa.list_(pa.uint32()))
+    rows = [i for i, p in enumerate(pairs) if p != ""]
+    return pa.table({
+        "pair": pa.array([pairs[i] for i in rows], pa.string()),
+        "shingles": pa.array([shingles.as_py()] * len(rows), pa.list_(pa.uint32())),
+    })
+
+
+def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
+    """Both sides of one candidate pair -> the pair with its exact Jaccard, if above threshold.
+
+    Shingle hashes are 32-bit, so the Jaccard of hash sets equals that of shingle sets up to
+    collisions (about 1e-6 per pair of ~1,000-shingle documents)."""
+    sets = [np.asarray(x, np.uint32) for x in group.column("shingles").to_pylist()]
+    pair = group.column("pair")[0].as_py()
+    if len(sets) != 2 or not len(sets[0]) or not len(sets[1]):
+        similarity = 0.0
+    else:
+        inter = len(np.intersect1d(sets[0], sets[1], assume_unique=True))
+        similarity = inter / (len(sets[0]) + len(sets[1]) - inter)
+    keep = similarity >= threshold
+    a, b = pair.split("|", 1)
+    return pa.table({"a": pa.array([a] if keep else [], pa.string()), "b": pa.array([b] if keep else [], pa.string()),
+                     "similarity": pa.array([similarity] if keep else [], pa.float64())})
+
+
+def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
+    """place -> (kept doc_id, cluster size, similarity, 'fuzzy_dedup', 'near_duplicate') for every
+    document that a verified near-duplicate cluster removes."""
+    from operators.lsh import UnionFind, optimal_bands
+
+    bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
+    band_rows = docs.map_batches(functools.partial(_band_rows, num_perm=cfg.num_perm, ngram=cfg.ngram, bands=bands, rows=rows),
+                                 batch_format="pyarrow")
+    pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
+        functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
+    unique = pairs.groupby(["a", "b"], num_partitions=partitions).count()
+    sides = unique.map_batches(_side_rows, batch_format="pyarrow")
+    shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram), batch_format="pyarrow")
+    attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
+    verified = attached.groupby("pair", num_partitions=partitions).map_groups(
+        functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
+    edges = [(r["a"], r["b"], r["similarity"]) for r in verified.iter_rows()]
+    places = sorted({p for a, b, _ in edges for p in (a, b)})
+    index = {p: i for i, p in enumerate(places)}
+    uf = UnionFind(len(places))
+    best_sim: dict[str, float] = {}
+    for a, b, sim in edges:
+        uf.union(index[a], index[b])
+        best_sim[a] = max(best_sim.get(a, 0.0), sim)
+        best_sim[b] = max(best_sim.get(b, 0.0), sim)
+    removals: dict[str, tuple] = {}
+    for component in uf.components():
+        if len(component) < 2:
+            continue
+        if len(component) > cfg.max_cluster_size and not cfg.allow_large_clusters:
+            raise ValueError(
+                f"a near-duplicate cluster has {len(component)} documents (> max_cluster_size "
+                f"{cfg.max_cluster_size}); refusing to drop them. Inspect it, raise the limit or set "
+                "allow_large_clusters=true"
+            )
+        members = sorted(component, key=lambda i: keys_by_place[places[i]])
+        keeper = keys_by_place[places[members[0]]][2]
+        for i in members[1:]:
+            removals[places[i]] = (keeper, len(component), best_sim[places[i]], "fuzzy_dedup", "near_duplicate")
+    return removals
+
+
 class RewriteShard:
     """One curate shard -> its deduplicated shard + stats + removal rows (atomic writes)."""
 
-    def __init__(self, cfg: ExactDedupConfig, removed_ref, dup_lines_ref):
+    def __init__(self, cfg: DedupConfig, removed_ref, dup_lines_ref):
         import ray
 
         self.cfg = cfg
         self.src = OutputDir(cfg.input)
         self.out = OutputDir(cfg.output)
-        # place (source_file#record_offset) of each removed document -> (kept doc_id, group size)
-        self.removed: dict[str, tuple[str, int]] = ray.get(removed_ref) if removed_ref is not None else {}
+        # place (source_file#record_offset) of each removed document ->
+        #   (kept doc_id, cluster size, similarity, stage, reason)
+        self.removed: dict[str, tuple] = ray.get(removed_ref) if removed_ref is not None else {}
         self.dup_lines = set(ray.get(dup_lines_ref).tolist()) if dup_lines_ref is not None else set()
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
@@ -134,15 +280,18 @@ class RewriteShard:
         places = [f"{f}#{o}" for f, o in zip(table.column("source_file").to_pylist(), table.column("record_offset").to_pylist())]
         keep = np.ones(len(ids), bool)
         removed_rows = []
-        stats["exact_dedup/in"] += len(ids)
-        for i, (doc_id, place) in enumerate(zip(ids, places)):
-            if place in self.removed:
-                kept_id, size = self.removed[place]
-                keep[i] = False
-                stats["exact_dedup/drop_duplicate_document"] += 1
-                removed_rows.append({"doc_id": doc_id, "stage": "exact_dedup", "reason": "duplicate_document",
-                                     "kept_doc_id": kept_id, "similarity": 1.0, "cluster_size": size})
-        stats["exact_dedup/out"] += int(keep.sum())
+        for stage in ("exact_dedup", "fuzzy_dedup"):
+            if stage == "exact_dedup" and not self.cfg.documents or stage == "fuzzy_dedup" and not self.cfg.fuzzy:
+                continue
+            stats[f"{stage}/in"] += int(keep.sum())
+            for i, (doc_id, place) in enumerate(zip(ids, places)):
+                if keep[i] and place in self.removed and self.removed[place][3] == stage:
+                    kept_id, size, similarity, _, reason = self.removed[place]
+                    keep[i] = False
+                    stats[f"{stage}/drop_{reason}"] += 1
+                    removed_rows.append({"doc_id": doc_id, "stage": stage, "reason": reason,
+                                         "kept_doc_id": kept_id, "similarity": similarity, "cluster_size": size})
+            stats[f"{stage}/out"] += int(keep.sum())
         table = table.filter(pa.array(keep))
         if self.cfg.lines and self.dup_lines:
             texts = table.column("text").to_pylist()
@@ -190,7 +339,7 @@ REMOVED_SCHEMA = pa.schema([
 ])
 
 
-def run(cfg: ExactDedupConfig) -> dict[str, Any]:
+def run(cfg: DedupConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if not cfg.input or not cfg.output:
         raise ValueError("dedup needs --input (a curate output) and --output")
@@ -218,10 +367,22 @@ def run(cfg: ExactDedupConfig) -> dict[str, Any]:
         docs = ray.data.read_parquet(paths, columns=columns)
         partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
         removed_ref = dup_lines_ref = None
+        removed_map: dict[str, tuple] = {}
+        keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
         if cfg.documents:
-            keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
             removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
-            removed_map = {r["place"]: (r["kept_doc_id"], r["group_size"]) for r in removed.iter_rows()}
+            removed_map = {
+                r["place"]: (r["kept_doc_id"], r["group_size"], 1.0, "exact_dedup", "duplicate_document")
+                for r in removed.iter_rows()
+            }
+        if cfg.fuzzy:
+            # keeper rank per document: (-quality, crawl date, doc_id); exact duplicates already
+            # removed take no part, so a cluster's keeper is always a surviving document
+            keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"]) for r in keys.iter_rows()}
+            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+                if removed_map else docs
+            removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
+        if removed_map:
             removed_ref = ray.put(removed_map)
         if cfg.lines:
             counts = docs.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
@@ -272,7 +433,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.dedup")
         for key in ("input", "output", "num_cpus"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        summary = run(resolve(ExactDedupConfig, args.config, overrides))
+        summary = run(resolve(DedupConfig, args.config, overrides))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -372,3 +533,4 @@ def minhash_dedup(
 
 if __name__ == "__main__":
     sys.exit(main())
+

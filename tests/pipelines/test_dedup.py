@@ -14,7 +14,7 @@ from operators.langid import LangIDConfig
 from pipelines import dedup
 from pipelines.curate import CurateConfig
 from pipelines.curate import run as curate
-from pipelines.dedup import ExactDedupConfig
+from pipelines.dedup import DedupConfig
 from pipelines.stats import balance_errors
 from tests.conftest import FIXTURES, SAMPLE
 
@@ -39,7 +39,7 @@ def curated(ray_local, tmp_path_factory):
 def test_exact_duplicates_across_shards_are_removed_with_evidence(curated, tmp_path):
     """edge-truncated repeats 5 pages of edge-cases (another shard) and edge-cases holds one page
     twice: each group keeps one document; every removal names its kept twin."""
-    summary = dedup.run(ExactDedupConfig(input=str(curated), output=str(tmp_path / "d"), lines=False))
+    summary = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d"), lines=False))
     s = summary["stats"]
     assert balance_errors(s) == []
     removed = pads.dataset(tmp_path / "d" / "dedup_removed", format="parquet").to_table().to_pylist()
@@ -55,7 +55,7 @@ def test_exact_duplicates_across_shards_are_removed_with_evidence(curated, tmp_p
 
 
 def test_line_dedup_removes_repeated_lines_everywhere(curated, tmp_path):
-    summary = dedup.run(ExactDedupConfig(input=str(curated), output=str(tmp_path / "d")))
+    summary = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
     s = summary["stats"]
     assert balance_errors(s) == []
     assert s["line_dedup/lines_removed"] > 0
@@ -66,37 +66,35 @@ def test_line_dedup_removes_repeated_lines_everywhere(curated, tmp_path):
             if line.strip():
                 seen[line.strip()] = seen.get(line.strip(), 0) + 1
     assert max(seen.values()) == 1  # no line left twice anywhere in the corpus
-    again = dedup.run(ExactDedupConfig(input=str(curated), output=str(tmp_path / "d")))
+    again = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
     assert again["shards_processed_now"] == 0 and again["stats"] == s
 
 
 def test_refuses_unfinished_input(tmp_path):
     with pytest.raises(ValueError, match="not a finished curate run"):
-        dedup.run(ExactDedupConfig(input=str(tmp_path), output=str(tmp_path / "o")))
+        dedup.run(DedupConfig(input=str(tmp_path), output=str(tmp_path / "o")))
 
 
 @pytest.mark.shared_data
-def test_labelled_exact_duplicate_groups_are_all_found(ray_local, shared_data: Path, tmp_path):
-    """shared/data/warc/duplicates: each of the 18 exact groups (the same page captured twice) is
-    reduced to one document, and every removal names a member of its own group: nothing unrelated
-    is merged. (A "near" group, two HTML versions of one page, may extract to identical text and
-    then counts as an exact duplicate too.)"""
+def test_labelled_duplicate_groups_are_all_found_and_nothing_else_merged(ray_local, shared_data: Path, tmp_path):
+    """shared/data/warc/duplicates: 22 labelled groups (18 exact recaptures, 4 edited pages). Exact
+    and verified fuzzy dedup leave exactly one document per group, and every removal names a member
+    of its own group with its measured similarity."""
     labels = [json.loads(x) for x in (shared_data / "warc/duplicates/duplicates.jsonl").read_text().splitlines()]
+    group_of = {row["record_id"]: row["group"] for row in labels}
     out = tmp_path / "curate"
     curate(CurateConfig(input=(str(shared_data / "warc/duplicates/duplicates.warc.gz"),), output=str(out), **KEEP_ALL))
-    summary = dedup.run(ExactDedupConfig(input=str(out), output=str(tmp_path / "d"), lines=False))
-    removed = {r["doc_id"]: r for r in pads.dataset(tmp_path / "d" / "dedup_removed", format="parquet").to_table().to_pylist()}
-    groups: dict[str, list[dict]] = {}
-    for row in labels:
-        groups.setdefault(row["group"], []).append(row)
-    curated_ids = set(pads.dataset(out / "documents", format="parquet").to_table().column("doc_id").to_pylist())
-    for members in groups.values():
-        present = [m for m in members if m["record_id"] in curated_ids]
-        gone = [m for m in present if m["record_id"] in removed]
-        if members[0]["kind"] == "exact" and len(present) == 2:
-            assert len(gone) == 1, members
-        for g in gone:
-            assert removed[g["record_id"]]["kept_doc_id"] in {m["record_id"] for m in present}
-    labelled = {row["record_id"] for row in labels}
-    assert set(removed) <= labelled
-    assert balance_errors(summary["stats"]) == []
+    summary = dedup.run(DedupConfig(input=str(out), output=str(tmp_path / "d"), lines=False))
+    s = summary["stats"]
+    assert balance_errors(s) == []
+    removed = pads.dataset(tmp_path / "d" / "dedup_removed", format="parquet").to_table().to_pylist()
+    kept = pads.dataset(tmp_path / "d" / "documents", format="parquet").to_table().column("doc_id").to_pylist()
+    assert sorted(group_of[k] for k in kept) == sorted(set(group_of.values()))  # one survivor per group
+    for r in removed:
+        assert group_of[r["kept_doc_id"]] == group_of[r["doc_id"]]
+        assert r["similarity"] >= 0.8 and r["cluster_size"] == 2
+    assert s["fuzzy_dedup/drop_near_duplicate"] >= 1
+    # the cluster guard: a limit below the real cluster size stops the run before anything is dropped
+    with pytest.raises(ValueError, match="refusing to drop"):
+        dedup.run(DedupConfig(input=str(out), output=str(tmp_path / "guarded"), lines=False, documents=False, max_cluster_size=1))
+    assert not (tmp_path / "guarded" / "documents" / "_SUCCESS").exists()
