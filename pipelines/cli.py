@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "curate": "pipelines.curate",
     "dedup": "pipelines.dedup",
+    "dedup-report": "pipelines.dedup:report_main",
     "train-classifier": "training.classifier",
 }
 
@@ -17,14 +18,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "usage: sift <command> [options]\n\ncommands:\n"
             "  curate            WARC files -> clean document shards\n"
-            "  dedup             exact document and line dedup of a curate run\n"
+            "  dedup             exact, near-duplicate and line dedup of a curate run\n"
+            "  dedup-report      cluster sizes and the largest clusters of a dedup run\n"
             "  train-classifier  train a fastText document classifier (quality, NSFW, toxicity) with a card\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
 
-    module = importlib.import_module(COMMANDS[argv[0]])
-    return module.main(argv[1:], prog=f"sift {argv[0]}")
+    module_name, _, func = COMMANDS[argv[0]].partition(":")
+    entry = getattr(importlib.import_module(module_name), func or "main")
+    return entry(argv[1:], prog=f"sift {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -441,6 +441,62 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.dedup")
     return 0
 
 
+def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160) -> str:
+    """Text report of a finished dedup run: removals by stage and reason, the cluster-size
+    histogram, and the largest clusters with the start of the kept and a removed text."""
+    import pyarrow.dataset as pads
+
+    out = OutputDir(dedup_output)
+    if not out.exists("run.json"):
+        raise ValueError(f"{dedup_output!r} is not a sift dedup output (no run.json)")
+    source = out.read_json("run.json")["config"]["input"]
+    removed = pads.dataset(out.path(REMOVED_DIR), format="parquet").to_table().to_pylist() if out.list(REMOVED_DIR, suffix=".parquet") else []
+    lines = [f"sift dedup report: {dedup_output} (from {source}); {len(removed)} documents removed"]
+    by_reason = Counter(f"{r['stage']}/{r['reason']}" for r in removed)
+    for key, n in by_reason.most_common():
+        lines.append(f"  {key:<40} {n:>8,}")
+    clusters: dict[str, list[dict]] = {}
+    for r in removed:
+        if r["kept_doc_id"]:
+            clusters.setdefault(r["kept_doc_id"], []).append(r)
+    sizes = Counter(len(members) + 1 for members in clusters.values())
+    if sizes:
+        lines.append("  cluster sizes (documents per cluster incl. the kept one):")
+        for size, n in sorted(sizes.items()):
+            lines.append(f"    {size:>6} : {n:>6,} clusters  {'#' * min(60, n)}")
+    if clusters:
+        texts = {}
+        wanted = set(clusters) | {m["doc_id"] for members in clusters.values() for m in members}
+        docs = pads.dataset(OutputDir(source).path(DOCS_DIR), format="parquet").to_table(columns=["doc_id", "url", "text"])
+        for doc_id, url, text in zip(*(docs.column(c).to_pylist() for c in ("doc_id", "url", "text"))):
+            if doc_id in wanted:
+                texts[doc_id] = (url, " ".join(text.split())[:sample_chars])
+        lines.append(f"  largest clusters (top {top}):")
+        for kept, members in sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]:
+            url, text = texts.get(kept, ("?", ""))
+            lines.append(f"    kept {url}  ({len(members) + 1} documents)")
+            lines.append(f"      kept:    {text}")
+            m = members[0]
+            m_url, m_text = texts.get(m["doc_id"], ("?", ""))
+            sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
+            lines.append(f"      removed: {m_url} ({m['stage']}/{m['reason']}{sim})")
+            lines.append(f"               {m_text}")
+    return "\n".join(lines)
+
+
+def report_main(argv: list[str] | None = None, prog: str = "sift dedup-report") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Cluster sizes and the largest duplicate clusters of a dedup run.")
+    p.add_argument("dedup_output", help="a sift dedup output folder")
+    p.add_argument("--top", type=int, default=5)
+    args = p.parse_args(argv)
+    try:
+        print(dedup_report(args.dedup_output, args.top))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def exact_line_dedup(input_paths: list[str | os.PathLike], output_dir: str | os.PathLike) -> dict[str, int]:
     """Write each input file to `output_dir` (same name) without the lines that occur more than once
     across all the inputs (two passes: count line hashes, then rewrite). Returns counters."""

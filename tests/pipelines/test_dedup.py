@@ -98,3 +98,15 @@ def test_labelled_duplicate_groups_are_all_found_and_nothing_else_merged(ray_loc
     with pytest.raises(ValueError, match="refusing to drop"):
         dedup.run(DedupConfig(input=str(out), output=str(tmp_path / "guarded"), lines=False, documents=False, max_cluster_size=1))
     assert not (tmp_path / "guarded" / "documents" / "_SUCCESS").exists()
+
+
+def test_dedup_report_shows_clusters_with_texts(curated, tmp_path, capsys):
+    from pipelines.cli import main as sift
+
+    dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d"), lines=False))
+    assert sift(["dedup-report", str(tmp_path / "d")]) == 0
+    report = capsys.readouterr().out
+    assert "exact_dedup/duplicate_document" in report
+    assert "cluster sizes" in report and "wordsmith.org/words/maudlin.html" in report
+    assert "removed:" in report
+    assert sift(["dedup-report", str(tmp_path)]) == 2
