@@ -3,7 +3,7 @@
     python benchmarks/dedup.py [--repeat 3]
 
 (b) pair precision/recall on real pages with planted edits, vs datasketch MinHashLSH.
-(c) scaling on Ray arrives with the distributed LSH stage (issue 4).
+(c) with --scaling 1,4,16: the full `sift dedup` on 2 Ray workers as the corpus grows.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--files", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "warc" / "pages" / "*.warc.gz"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pair-docs", type=int, default=400, help="real pages used for the planted-edit pair benchmark")
+    ap.add_argument("--scaling", default="", help="corpus factors for (c), e.g. 1,4,16 (off by default: minutes)")
     args = ap.parse_args()
     texts = [t for p in sorted(glob.glob(args.files)) for r in read_warc_rows(p)[0] if (t := extract_text(r.html))]
     words = sum(len(t.split()) for t in texts) / len(texts)
@@ -66,6 +67,8 @@ def main() -> None:
     ]:
         print(f"{name:<62} {rate:8.0f} {rate / ds:20.1f}")
     pair_benchmark(texts[: args.pair_docs])
+    if args.scaling:
+        scaling_benchmark(texts, tuple(int(f) for f in args.scaling.split(",")))
 
 
 
@@ -156,6 +159,91 @@ def pair_benchmark(texts: list[str], threshold: float = 0.8) -> None:
         p, r, f = prf(found)
         print(f"{name:<62} {p:6.3f} {r:6.3f} {f:6.3f}")
     print(f"  (LSH + verification {sift_s:.2f} s; datasketch insert+query incl. its MinHash {ds_s:.2f} s)")
+
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) full `sift dedup` on 2 Ray workers as the corpus grows 1x, 4x, 16x
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_corpus(texts: list[str], copies: int, root: Path, shards: int = 8) -> int:
+    """A curate-shaped output (documents/*.parquet + _SUCCESS) of the real texts plus planted-edit
+    copies, so `sift dedup` runs on it unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs, _ = planted_corpus(texts, seed=copies, per_text=copies - 1) if copies > 1 else (texts, None)
+    (root / "documents").mkdir(parents=True)
+    per = -(-len(docs) // shards)
+    for s in range(shards):
+        part = docs[s * per : (s + 1) * per]
+        ids = [f"doc-{s}-{i}" for i in range(len(part))]
+        pq.write_table(pa.table({
+            "doc_id": ids, "source_file": [f"synthetic-{s}"] * len(part), "record_offset": list(range(len(part))),
+            "text": part,
+        }), root / "documents" / f"shard-{s}.parquet")
+    (root / "documents" / "_SUCCESS").write_text("")
+    return len(docs)
+
+
+def _ray_worker_rss_mb() -> list[float]:
+    """RSS of every Ray worker process on this machine (Linux /proc)."""
+    import os
+
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            if b"ray::" not in cmd and b"default_worker.py" not in cmd:
+                continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        out.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return out
+
+
+def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
+    import tempfile
+    import threading
+
+    import ray
+
+    from pipelines.dedup import DedupConfig
+    from pipelines.dedup import run as dedup_run
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print("\n(c) sift dedup (exact + fuzzy + lines) on an embedded Ray with 2 CPUs")
+    print(f"{'corpus':>8} {'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak worker RSS MB':>19} {'peak total RSS MB':>18}")
+    for factor in factors:
+        with tempfile.TemporaryDirectory() as tmp:
+            n = _write_corpus(texts, factor, Path(tmp) / "in")
+            peak = {"worker": 0.0, "total": 0.0}
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    rss = _ray_worker_rss_mb()
+                    if rss:
+                        peak["worker"] = max(peak["worker"], max(rss))
+                        peak["total"] = max(peak["total"], sum(rss))
+                    stop.wait(0.2)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t0 = time.perf_counter()
+            dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out")))
+            wall = time.perf_counter() - t0
+            stop.set()
+            sampler.join()
+            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['total']:18.0f}")
+    ray.shutdown()
 
 
 if __name__ == "__main__":
