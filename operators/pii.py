@@ -32,7 +32,7 @@ _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
 )
 
-# North American numbers: (NXX) NXX-XXXX, NXX-NXX-XXXX, NXX.NXX.XXXX, optional +1/1 prefix.
+# North American numbers: (612) 439-4474, 612-439-4474, 612.439.4474, optional +1/1 prefix.
 # N is 2-9 (NANP): area codes and exchanges never start with 0 or 1.
 _NANP = re.compile(
     r"(?<![\w+.$€£-])"
