@@ -9,6 +9,9 @@ COMMANDS = {
     "dedup": "pipelines.dedup",
     "dedup-report": "pipelines.dedup:report_main",
     "train-classifier": "training.classifier",
+    "tokenize": "pipelines.tokenize",
+    "train-tokenizer": "training.tokenizer",
+    "stats": "pipelines.report",
 }
 
 
@@ -21,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
             "  dedup             exact, near-duplicate and line dedup of a curate run\n"
             "  dedup-report      cluster sizes and the largest clusters of a dedup run\n"
             "  train-classifier  train a fastText document classifier (quality, NSFW, toxicity) with a card\n"
+            "  train-tokenizer   train a byte-level BPE tokenizer on a curated run or text files\n"
+            "  tokenize          tokenize a curate/dedup run into memory-mappable Arrow token shards\n"
+            "  stats             funnel, languages, quality, domains, tokens and dedup of a run (+ HTML report)\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib

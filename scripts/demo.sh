@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install, curate the bundled real sample on an embedded local Ray, then dedup the result.
+# Install, curate the bundled real sample on an embedded local Ray, dedup it, tokenize it into
+# Arrow shards, then print the run statistics and write an HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-rm -rf runs/demo runs/demo-dedup
+rm -rf runs/demo runs/demo-dedup runs/demo-tokens
 extra=()
 # the full UT1 adult domain list (4.5 M domains, 18 MB) is not shipped; use the shared copy if present
 ut1=../shared/data/blocklists/ut1-adult-blocklist.tar.gz
@@ -11,4 +12,10 @@ ut1=../shared/data/blocklists/ut1-adult-blocklist.tar.gz
 .venv/bin/sift curate --config configs/demo.yaml "${extra[@]}" "$@"
 echo
 # then exact + verified near-duplicate + line dedup of what was kept
-exec .venv/bin/sift dedup --input runs/demo --output runs/demo-dedup
+.venv/bin/sift dedup --input runs/demo --output runs/demo-dedup
+echo
+# GPT-2 BPE ids in uint16 Arrow shards (small shards here; the default is ~100 M tokens)
+.venv/bin/sift tokenize --input runs/demo-dedup --output runs/demo-tokens --config configs/demo-tokenize.yaml
+echo
+# the whole path in one view: funnel, languages, quality, lengths, domains, dedup, tokens
+exec .venv/bin/sift stats runs/demo-tokens
