@@ -20,6 +20,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # HF tokenizers: one thread, se
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
+from collections import Counter
 import json
 import platform
 import sys
@@ -46,7 +47,7 @@ def shared_texts(shared: Path) -> list[str]:
 
     for warc in sorted((shared / "warc" / "pages").glob("*.warc.gz")):
         with open(warc, "rb") as f:
-            for row in iter_warc(f, str(warc), ReadConfig(), {}):
+            for row in iter_warc(f, str(warc), ReadConfig(), Counter()):
                 text = extract_text(row.html)
                 if text:
                     docs.append(text)

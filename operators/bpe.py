@@ -214,26 +214,92 @@ def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[b
         token_bytes.append(token_bytes[a] + token_bytes[b])
         merges.append((token_bytes[a], token_bytes[b]))
 
+        # Only pairs touching a merged position change: old pairs (w[j], w[j+1]) for j in {i-1, i, i+1} around
+        # each merge at i, new pairs (out[k-1], out[k]) and (out[k], out[k+1]) around each new token at k. Every
+        # other pair appears unchanged in both words, so it is not touched at all.
         delta: dict[tuple[int, int], int] = {}
+        get = delta.get
         for wi in where.pop((a, b), ()):
             w = words[wi]
-            # rewrite the word with (a, b) -> new_id, left to right, non-overlapping
-            out: list[int] = []
-            i, n = 0, len(w)
-            while i < n:
-                if i + 1 < n and w[i] == a and w[i + 1] == b:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            if len(out) == n:
+            n = len(w)
+            k = w.count(a)  # C-level scans settle most words without a Python loop
+            if k == 0:
+                continue  # the pair left this word in an earlier rewrite (its `where` entry is stale)
+            if k == 1:
+                i = w.index(a)
+                positions = [i] if i + 1 < n and w[i + 1] == b else []
+            elif a == b:  # non-overlapping, left to right
+                positions = []
+                i = 0
+                while i < n - 1:
+                    if w[i] == a and w[i + 1] == a:
+                        positions.append(i)
+                        i += 2
+                    else:
+                        i += 1
+            else:
+                positions = [i for i in range(n - 1) if w[i] == a and w[i + 1] == b]
+            if not positions:
                 continue  # the pair left this word in an earlier rewrite (its `where` entry is stale)
             c = counts[wi]
-            for p in zip(w, w[1:]):
-                delta[p] = delta.get(p, 0) - c
-            for p in zip(out, out[1:]):
-                delta[p] = delta.get(p, 0) + c
+            if len(positions) == 1:  # the common case, without sets
+                i = positions[0]
+                out = w[:i]
+                out.append(new_id)
+                out += w[i + 2 :]
+                if i > 0:
+                    left = w[i - 1]
+                    p = (left, a)
+                    delta[p] = get(p, 0) - c
+                    p = (left, new_id)
+                    delta[p] = get(p, 0) + c
+                    s = where.get(p)
+                    if s is None:
+                        where[p] = {wi}
+                    else:
+                        s.add(wi)
+                if i + 2 < n:
+                    right = w[i + 2]
+                    p = (b, right)
+                    delta[p] = get(p, 0) - c
+                    p = (new_id, right)
+                    delta[p] = get(p, 0) + c
+                    s = where.get(p)
+                    if s is None:
+                        where[p] = {wi}
+                    else:
+                        s.add(wi)
+                words[wi] = out
+                continue
+            old_touched = set()
+            for i in positions:
+                if i > 0:
+                    old_touched.add(i - 1)
+                old_touched.add(i)
+                if i + 2 < n:
+                    old_touched.add(i + 1)
+            for j in old_touched:
+                p = (w[j], w[j + 1])
+                delta[p] = get(p, 0) - c
+            out: list[int] = []
+            new_positions: list[int] = []
+            prev = 0
+            for i in positions:
+                out.extend(w[prev:i])
+                new_positions.append(len(out))
+                out.append(new_id)
+                prev = i + 2
+            out.extend(w[prev:])
+            m = len(out)
+            new_touched = set()
+            for k in new_positions:
+                if k > 0:
+                    new_touched.add(k - 1)
+                if k + 1 < m:
+                    new_touched.add(k)
+            for j in new_touched:
+                p = (out[j], out[j + 1])
+                delta[p] = get(p, 0) + c
                 s = where.get(p)
                 if s is None:
                     where[p] = {wi}

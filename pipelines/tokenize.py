@@ -323,7 +323,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
         ds = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
         ds = ds.map(TokenizeShard, fn_constructor_args=(cfg,),
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1)
+                    compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         for _ in ds.iter_rows():
             pass
     part_stats = {s: out.read_json(PART_STATS_DIR, f"{s}.json") for s in shards}
@@ -341,7 +341,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
         workers = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
         ds = ray.data.from_items(units, override_num_blocks=len(units))
         ds = ds.map(PackShard, fn_constructor_args=(cfg, str(dtype)),
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1)
+                    compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         metas = sorted(ds.iter_rows(), key=lambda m: (SPLITS.index(m["split"]), m["file"]))
     else:
         metas = []
