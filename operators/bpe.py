@@ -164,19 +164,17 @@ def count_file_pretokens(
 # Merges
 
 
-class _Desc:
-    """Heap key making heapq (a min-heap) pop the lexicographically greatest (bytes, bytes) pair first."""
+_TERMINATOR = b"\x01\x00"
 
-    __slots__ = ("pair",)
 
-    def __init__(self, pair: tuple[bytes, bytes]):
-        self.pair = pair
+def _desc_key(token: bytes) -> bytes:
+    """A byte string whose ascending order is the *descending* lexicographic order of tokens.
 
-    def __lt__(self, other: "_Desc") -> bool:
-        return self.pair > other.pair
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Desc) and self.pair == other.pair
+    Each byte x becomes (0, 255 - x) and the token ends with (1, 0), which sorts after every byte, so a
+    token sorts after its own extensions, as descending order needs. Concatenating two keys orders
+    pairs (A, B) descending, A first; heapq then pops the greatest pair among equal counts, comparing in C.
+    """
+    return bytes(v for x in token for v in (0, 255 - x)) + _TERMINATOR
 
 
 def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[bytes, bytes]]:
@@ -202,7 +200,8 @@ def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[b
             else:
                 s.add(wi)
 
-    heap = [(-c, _Desc((token_bytes[a], token_bytes[b])), a, b) for (a, b), c in pair_counts.items()]
+    desc = [_desc_key(t) for t in token_bytes]
+    heap = [(-c, desc[a] + desc[b], a, b) for (a, b), c in pair_counts.items()]
     heapq.heapify(heap)
 
     merges: list[tuple[bytes, bytes]] = []
@@ -212,6 +211,7 @@ def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[b
             continue  # stale entry: this pair's count changed after it was pushed
         new_id = len(token_bytes)
         token_bytes.append(token_bytes[a] + token_bytes[b])
+        desc.append(_desc_key(token_bytes[-1]))
         merges.append((token_bytes[a], token_bytes[b]))
 
         # Only pairs touching a merged position change: old pairs (w[j], w[j+1]) for j in {i-1, i, i+1} around
@@ -314,7 +314,7 @@ def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[b
             c = pair_counts.get(p, 0) + d
             if c > 0:
                 pair_counts[p] = c
-                heapq.heappush(heap, (-c, _Desc((token_bytes[p[0]], token_bytes[p[1]])), p[0], p[1]))
+                heapq.heappush(heap, (-c, desc[p[0]] + desc[p[1]], p[0], p[1]))
             else:
                 pair_counts.pop(p, None)
     return merges

@@ -236,12 +236,7 @@ def _batch_shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.
     hashes and n-gram Horner run once over the whole batch, and n-grams that would straddle two
     documents are dropped.
     """
-    # One C call each for the whole batch: documents joined by NUL, which lower() and NFD leave in
-    # place and which no document keeps (NUL is a control byte the rules delete anyway).
-    joined = "\0".join(t.replace("\0", "") if "\0" in t else t for t in texts).lower()
-    if not joined.isascii():
-        joined = unicodedata.normalize("NFD", joined)
-    data = joined.encode("utf-8", "replace")
+    data = _prepare_batch(texts)
     bounds = np.flatnonzero(np.frombuffer(data, np.uint8) == 0)  # end of each document but the last
     y, kept = _apply_rules(data.replace(b"\0", b" ") + b" ")
     # words: maximal runs of non-space bytes
@@ -275,25 +270,61 @@ def _batch_shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.
     return hv[order], dv[order]
 
 
-def signatures(
-    texts: list[str], cfg: MinHashConfig | None = None, batch_bytes: int = 1 << 20, chunk_shingles: int = 16384
-) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures uint32 (len(texts), num_perm), has_shingles bool (len(texts),)).
+def _prepare_batch(texts: list[str]) -> bytes:
+    """The batch's documents lower-cased, NFD (when not ASCII), UTF-8, joined by NUL.
 
-    Documents without a single word get an all-0xFFFFFFFF signature and `has_shingles=False`:
-    callers must skip them, so two empty documents never look identical.
-    """
-    cfg = cfg or MinHashConfig()
-    a, b = permutations(cfg.num_perm, cfg.seed)
-    a_col, b_col = a[:, None], b[:, None]
-    out = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, np.uint32)
-    has = np.zeros(len(texts), bool)
+    No document keeps a NUL of its own (the rules delete control bytes anyway)."""
+    parts = []
+    for t in texts:  # per document: most are Latin-1 or UCS-2 strings, a joined batch would be as wide as its widest
+        if "\0" in t:
+            t = t.replace("\0", "")
+        t = t.lower()
+        if not t.isascii():
+            t = unicodedata.normalize("NFD", t)
+        parts.append(t.encode("utf-8", "replace"))
+    return b"\0".join(parts)
+
+
+def _batches(texts: list[str], batch_bytes: int):
     start = 0
     while start < len(texts):  # batches of about `batch_bytes` of text
         stop, size = start, 0
         while stop < len(texts) and (stop == start or size + len(texts[stop]) <= batch_bytes):
             size += len(texts[stop])
             stop += 1
+        yield start, stop
+        start = stop
+
+
+def signatures(
+    texts: list[str], cfg: MinHashConfig | None = None, batch_bytes: int = 1 << 20, chunk_shingles: int = 16384,
+    backend: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures uint32 (len(texts), num_perm), has_shingles bool (len(texts),)).
+
+    Documents without a single word get an all-0xFFFFFFFF signature and `has_shingles=False`:
+    callers must skip them, so two empty documents never look identical.
+
+    `backend`: "numba" (the compiled one-pass kernel of `operators._minhash_kernel`), "numpy", or "auto"
+    (numba when installed). Both give identical signatures.
+    """
+    from operators import _minhash_kernel as kernel
+
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be auto, numba or numpy, not {backend!r}")
+    cfg = cfg or MinHashConfig()
+    a, b = permutations(cfg.num_perm, cfg.seed)
+    if backend == "numba" or (backend == "auto" and kernel.available()):
+        out = np.empty((len(texts), cfg.num_perm), np.uint32)
+        has = np.zeros(len(texts), bool)
+        for start, stop in _batches(texts, batch_bytes):
+            out[start:stop], has[start:stop] = kernel.minhash_batch(
+                _prepare_batch(texts[start:stop]), stop - start, _BYTE_ACTION, _SEQ_KEYS, _SEQ_ACTIONS, a, b, cfg.ngram)
+        return out, has
+    a_col, b_col = a[:, None], b[:, None]
+    out = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, np.uint32)
+    has = np.zeros(len(texts), bool)
+    for start, stop in _batches(texts, batch_bytes):
         hv, dv = _batch_shingle_hashes(texts[start:stop], cfg.ngram)
         mixed = _fmix32_array(hv)
         bounds = np.flatnonzero(np.diff(dv)) + 1
@@ -315,7 +346,6 @@ def signatures(
             mins = np.minimum.reduceat(phv, seg_starts[i:j] - lo, axis=1)  # (num_perm, documents)
             out[start + seg_docs[i:j]] = mins.T
             i = j
-        start = stop
     return out, has
 
 

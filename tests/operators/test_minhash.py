@@ -37,11 +37,15 @@ def _datasketch(text: str, cfg: MinHashConfig) -> np.ndarray:
     return m.hashvalues
 
 
+BACKENDS = ["numpy", "numba"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cfg", [MinHashConfig(), MinHashConfig(num_perm=64, ngram=3, seed=42)])
-def test_signatures_equal_datasketch_on_real_pages(page_texts, cfg):
+def test_signatures_equal_datasketch_on_real_pages(page_texts, cfg, backend):
     """Every real page of the sample (German, English, Chinese, Russian ...): bit-identical to
-    datasketch.MinHash with the same seed, permutations and hash function."""
-    sigs, has = signatures(page_texts, cfg)
+    datasketch.MinHash with the same seed, permutations and hash function, from both backends."""
+    sigs, has = signatures(page_texts, cfg, backend=backend)
     assert has.all()
     for text, sig in zip(page_texts, sigs):
         assert np.array_equal(sig, _datasketch(text, cfg))
@@ -117,13 +121,14 @@ def test_normalisation_properties(text):
     assert normalize_text(out) == out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.text(max_size=120), max_size=6))
-def test_batch_equals_one_document_at_a_time(texts):
+@given(texts=st.lists(st.text(max_size=120), max_size=6))
+def test_batch_equals_one_document_at_a_time(texts, backend):
     """The batch path (documents joined, one pass) gives each document exactly its own signature
     (against the per-document reference: normalize_bytes + shingle_hash32 + datasketch)."""
     cfg = MinHashConfig(num_perm=16, ngram=3)
-    sigs, has = signatures(texts, cfg, batch_bytes=200, chunk_shingles=7)
+    sigs, has = signatures(texts, cfg, batch_bytes=200, chunk_shingles=7, backend=backend)
     for text, sig, flag in zip(texts, sigs, has):
         sh = shingles(normalize_text(text), cfg.ngram)
         assert flag == bool(sh)
@@ -133,8 +138,26 @@ def test_batch_equals_one_document_at_a_time(texts):
             assert np.array_equal(sig, m.hashvalues)
 
 
-def test_greek_final_sigma_and_nul_bytes_in_a_batch():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_greek_final_sigma_and_nul_bytes_in_a_batch(backend):
     texts = ["ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ ΟΔΟΣ ΚΑΙ", "a\x00b c d e f", "ΣΑΣ"]
-    sigs, _ = signatures(texts, MinHashConfig(ngram=2))
+    sigs, _ = signatures(texts, MinHashConfig(ngram=2), backend=backend)
     for text, sig in zip(texts, sigs):
         assert np.array_equal(sig, _datasketch(text, MinHashConfig(ngram=2)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=200) | st.sampled_from(
+    ["\u00a0", "\u2014", "\u3000", "caf\u00e9", "\u00bf", "\u2028x y", "\uff01", "e\u0301"]), max_size=8),
+    st.integers(1, 6))
+def test_compiled_kernel_equals_numpy(texts, ngram):
+    """The numba kernel and the numpy path agree on arbitrary text, including every multi-byte rule."""
+    cfg = MinHashConfig(num_perm=32, ngram=ngram)
+    a, ha = signatures(texts, cfg, batch_bytes=150, backend="numba")
+    b, hb = signatures(texts, cfg, batch_bytes=150, backend="numpy")
+    assert np.array_equal(a, b) and np.array_equal(ha, hb)
+
+
+def test_bad_backend():
+    with pytest.raises(ValueError, match="backend"):
+        signatures(["x"], backend="gpu")
