@@ -167,7 +167,8 @@ def bench_stage(text: str, tmp: Path, workers: int = 2, shards: int = 16, repeat
         ray.shutdown()
     mb = summary["stats"]["tokenize/text_bytes"] / 1e6
     return {"workers": workers, "documents": summary["documents"], "tokens": summary["tokens"], "mb": mb,
-            "wall_s": wall, "mb_s": mb / wall, "mb_s_per_worker": mb / wall / workers}
+            "wall_s": wall, "mb_s": mb / wall, "mb_s_per_worker": mb / wall / workers,
+            "tokenize_s": summary["tokenize_seconds"], "pack_s": summary["pack_seconds"]}
 
 
 def main() -> int:
@@ -201,7 +202,8 @@ def main() -> int:
             r = bench_stage(text, tmp)
             print("(c) tokenize stage on Ray (read Parquet, GPT-2 encode, parts, pack shards, manifest)")
             print(f"workers {r['workers']}: {r['documents']:,} documents, {r['tokens']:,} tokens, {r['mb']:.1f} MB in "
-                  f"{r['wall_s']:.1f}s = {r['mb_s']:.2f} MB/s ({r['mb_s_per_worker']:.2f} MB/s per worker)")
+                  f"{r['wall_s']:.1f}s = {r['mb_s']:.2f} MB/s ({r['mb_s_per_worker']:.2f} MB/s per worker); "
+                  f"tokenize phase {r['tokenize_s']:.1f}s, pack phase {r['pack_s']:.1f}s")
     return 0
 
 

@@ -68,6 +68,12 @@ class DedupConfig:
     """A verified cluster larger than this stops the run (a guard against runaway merging) unless
     allow_large_clusters is set."""
     allow_large_clusters: bool = False
+    max_source_loss: float = 0.9
+    """Stop (before writing anything) when dedup would remove more than this share of one source file's
+    documents, unless allow_source_loss is set: a runaway merge looks exactly like that."""
+    min_source_docs: int = 100
+    """The source-loss guard applies to files with at least this many documents."""
+    allow_source_loss: bool = False
 
     def output_hash(self) -> str:
         return config_hash({
@@ -252,6 +258,31 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
     return removals
 
 
+def source_losses(removed: dict[str, tuple], totals: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(source file, removed, total) per source file, most damaged share first."""
+    lost: Counter = Counter(place.rsplit("#", 1)[0] for place in removed)
+    rows = [(src, n, totals.get(src, n)) for src, n in lost.items()]
+    return sorted(rows, key=lambda r: (-r[1] / max(r[2], 1), r[0]))
+
+
+def check_source_loss(removed: dict[str, tuple], docs, cfg: "DedupConfig") -> None:
+    """Refuse to remove most of one source's documents (the failure where a peer deleted 859,091 of 859,092
+    documents of one source), unless the user allows it."""
+    if cfg.allow_source_loss:
+        return
+    counts = docs.select_columns(["source_file"]).groupby("source_file").count()
+    totals = {r["source_file"]: r["count()"] for r in counts.iter_rows()}
+    bad = [(src, n, total) for src, n, total in source_losses(removed, totals)
+           if total >= cfg.min_source_docs and n / total > cfg.max_source_loss]
+    if bad:
+        worst = "; ".join(f"{src}: {n:,} of {total:,} ({100 * n / total:.1f} %)" for src, n, total in bad[:5])
+        raise ValueError(
+            f"dedup would remove more than {100 * cfg.max_source_loss:.0f} % of the documents of {len(bad)} source "
+            f"file(s): {worst}. This is what a runaway merge looks like; inspect the clusters (e.g. with a lower "
+            "max_cluster_size or --set lines=false), or set allow_source_loss=true if the source really is a copy"
+        )
+
+
 class RewriteShard:
     """One curate shard -> its deduplicated shard + stats + removal rows (atomic writes)."""
 
@@ -383,6 +414,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
                 if removed_map else docs
             removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
         if removed_map:
+            check_source_loss(removed_map, docs, cfg)
             removed_ref = ray.put(removed_map)
         if cfg.lines:
             counts = docs.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()

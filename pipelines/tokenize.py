@@ -326,6 +326,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
                     compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         for _ in ds.iter_rows():
             pass
+    t_tokenized = time.perf_counter()
     part_stats = {s: out.read_json(PART_STATS_DIR, f"{s}.json") for s in shards}
     total = statslib.merge(part_stats.values())
     errors = statslib.balance_errors(total)
@@ -345,6 +346,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
         metas = sorted(ds.iter_rows(), key=lambda m: (SPLITS.index(m["split"]), m["file"]))
     else:
         metas = []
+    t_packed = time.perf_counter()
     by_split = {s: [m for m in metas if m["split"] == s] for s in SPLITS}
     for split in SPLITS:
         expect = total.get(f"tokenize/{split}_tokens", 0)
@@ -358,6 +360,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
                        "documents": sum(m["documents"] for m in by_split[s])} for s in SPLITS},
         "stats": dict(sorted(total.items())),
         "wall_seconds": round(time.perf_counter() - t0, 3),
+        "tokenize_seconds": round(t_tokenized - t0, 3), "pack_seconds": round(t_packed - t_tokenized, 3),
     }
     manifest = {
         "format": "sift-tokens-v1",

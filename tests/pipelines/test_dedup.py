@@ -110,3 +110,18 @@ def test_dedup_report_shows_clusters_with_texts(curated, tmp_path, capsys):
     assert "cluster sizes" in report and "wordsmith.org/words/maudlin.html" in report
     assert "removed:" in report
     assert sift(["dedup-report", str(tmp_path)]) == 2
+
+
+def test_source_loss_guard_refuses_to_empty_a_source(curated, tmp_path):
+    """edge-truncated.warc.gz is a partial copy of edge-cases: dedup removes most of its documents. With the
+    guard armed for small files that is refused (nothing written), and allowed on request."""
+    from pipelines.dedup import source_losses
+
+    with pytest.raises(ValueError, match=r"edge-truncated.*allow_source_loss"):
+        dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "a"), lines=False,
+                              min_source_docs=1, max_source_loss=0.5))
+    assert not list((tmp_path / "a" / "documents").glob("*.parquet"))
+    summary = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "b"), lines=False,
+                                    min_source_docs=1, max_source_loss=0.5, allow_source_loss=True))
+    assert summary["stats"]["exact_dedup/drop_duplicate_document"] == 6
+    assert source_losses({"f#1": (), "f#2": (), "g#1": ()}, {"f": 2, "g": 10}) == [("f", 2, 2), ("g", 1, 10)]
