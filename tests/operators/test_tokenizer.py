@@ -163,3 +163,12 @@ def test_from_files_and_dir(tmp_path):
     assert a.encode(text) == b.encode(text)
     with pytest.raises(ValueError, match="256 single-byte"):
         Tokenizer({0: b"a"}, [], [])
+
+
+@pytest.mark.shared_data
+def test_gpt2_ids_equal_tiktoken_on_every_shared_lm_corpus(gpt2, reference, shared_data):
+    for path in sorted((shared_data / "text" / "lm").iterdir()):
+        text = path.read_text(encoding="utf-8")
+        expected = reference.encode(text, allowed_special="all")
+        assert gpt2.encode(text) == expected, path.name
+        assert gpt2.encode(text[:200_000], backend="python") == reference.encode(text[:200_000], allowed_special="all")
