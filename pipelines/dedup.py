@@ -39,7 +39,8 @@ from pipelines.io import OutputDir
 from pipelines.run_info import run_metadata
 
 REMOVED_DIR = "dedup_removed"
-STAGE_ORDER = ("exact_dedup", "fuzzy_dedup", "line_dedup")
+INDEX_DIR = "index"
+STAGE_ORDER = ("exact_dedup", "fuzzy_dedup", "index_dedup", "line_dedup")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,19 @@ class DedupConfig:
     min_source_docs: int = 100
     """The source-loss guard applies to files with at least this many documents."""
     allow_source_loss: bool = False
+    index: str = ""
+    """Incremental dedup: a previous `sift dedup` output (or its index/ folder). Documents that exactly or
+    nearly duplicate a document kept there are removed (stage index_dedup); the old corpus is not read
+    or recomputed, only its index (hashes and signatures)."""
+    write_index: bool = True
+    """Write index/ (document hashes and MinHash signatures of the kept documents, plus the parts of
+    `index`) so that a later crawl can be deduplicated against this run."""
 
     def output_hash(self) -> str:
         return config_hash({
             "documents": self.documents, "lines": self.lines, "fuzzy": self.fuzzy,
             "jaccard_threshold": self.jaccard_threshold, "num_perm": self.num_perm, "ngram": self.ngram,
+            **({"index": self.index} if self.index else {}),
         })
 
 
@@ -258,6 +267,187 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
     return removals
 
 
+# ---------------------------------------------------------------------------------------------
+# Incremental dedup: a persistent index of kept documents (hashes + signatures, Parquet)
+# ---------------------------------------------------------------------------------------------
+
+INDEX_SCHEMA = pa.schema([
+    pa.field("place", pa.string()),
+    pa.field("doc_id", pa.string()),
+    pa.field("doc_hash", pa.int64()),
+    pa.field("signature", pa.list_(pa.uint32())),
+])
+
+
+def _index_params(cfg: "DedupConfig") -> dict[str, Any]:
+    from operators.minhash import MinHashConfig
+
+    return {"num_perm": cfg.num_perm, "ngram": cfg.ngram, "seed": MinHashConfig().seed,
+            "jaccard_threshold": cfg.jaccard_threshold, "hash": "operators.exact.document_hash + minhash affine32 v1"}
+
+
+def load_index(cfg: "DedupConfig") -> dict[str, Any]:
+    """index.json of `cfg.index` (a dedup output or its index/ folder), checked against this run's settings."""
+    root = OutputDir(cfg.index)
+    if not root.exists("index.json") and root.exists(INDEX_DIR, "index.json"):
+        root = OutputDir(root.path(INDEX_DIR))
+    if not root.exists("index.json") or not root.exists("_SUCCESS"):
+        raise ValueError(f"index {cfg.index!r}: no finished dedup index there (expected index/index.json and _SUCCESS)")
+    info = root.read_json("index.json")
+    want = _index_params(cfg)
+    if info.get("params") != want:
+        raise ValueError(f"index {cfg.index!r} was built with {info.get('params')}, this run uses {want}: "
+                         "signatures would not be comparable")
+    return info
+
+
+def _index_rows(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
+    from operators.minhash import MinHashConfig, signatures
+
+    texts = batch.column("text").to_pylist()
+    sigs, has = signatures(texts, MinHashConfig(num_perm=num_perm, ngram=ngram))
+    return pa.table({
+        "place": pa.array(_places(batch), pa.string()),
+        "doc_id": batch.column("doc_id"),
+        "doc_hash": pa.array([document_hash(t) for t in texts], pa.int64()),
+        "signature": pa.array([sig.tolist() if ok else [] for sig, ok in zip(sigs, has)], pa.list_(pa.uint32())),
+    }, schema=INDEX_SCHEMA)
+
+
+def _kept_places(batch: pa.Table, places: frozenset) -> pa.Table:
+    return batch.filter(pa.array([p in places for p in _places(batch)], pa.bool_()))
+
+
+def write_index(cfg: "DedupConfig", src: OutputDir, out: OutputDir, previous: dict[str, Any] | None) -> None:
+    """index/: one Parquet part with the kept documents of this run (their text *before* line dedup, so a
+    re-crawled copy of a page still matches), and index.json listing it after the parts of `previous`."""
+    import ray
+
+    init_ray(cfg.num_cpus)
+    kept = pa.concat_tables([pq.read_table(out.path(DOCS_DIR, n), columns=["source_file", "record_offset"])
+                             for n in out.list(DOCS_DIR, suffix=".parquet")])
+    places = frozenset(f"{f}#{o}" for f, o in zip(kept.column("source_file").to_pylist(), kept.column("record_offset").to_pylist()))
+    paths = [src.path(DOCS_DIR, n) for n in src.list(DOCS_DIR, suffix=".parquet")]
+    docs = ray.data.read_parquet(paths).select_columns(["doc_id", "source_file", "record_offset", "text"])
+    rows = docs.map_batches(functools.partial(_kept_places, places=places), batch_format="pyarrow") \
+        .map_batches(functools.partial(_index_rows, num_perm=cfg.num_perm, ngram=cfg.ngram), batch_format="pyarrow")
+    table = pa.concat_tables([pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+                              for b in rows.iter_batches(batch_format="pyarrow", batch_size=None)]) \
+        if places else INDEX_SCHEMA.empty_table()
+    table = table.cast(INDEX_SCHEMA).sort_by("place")
+    out.makedirs(INDEX_DIR)
+    tmp = out.tmp_path(INDEX_DIR, "part.parquet")
+    with out.fs.open_output_stream(tmp) as sink:
+        pq.write_table(table, sink, compression="zstd")
+    out.commit(tmp, INDEX_DIR, "part.parquet")
+    parts = (previous or {}).get("parts", []) + [out.path(INDEX_DIR, "part.parquet")]
+    out.write_json({"params": _index_params(cfg), "parts": parts, "documents": table.num_rows
+                    + (previous or {}).get("documents", 0)}, INDEX_DIR, "index.json")
+    out.write_bytes(b"", INDEX_DIR, "_SUCCESS")
+
+
+def _index_exact(group: pa.Table) -> pa.Table:
+    """One doc_hash group of new and indexed rows: every new document of a hash that the index holds."""
+    is_old = group.column("old").to_pylist()
+    olds = sorted(d for d, o in zip(group.column("doc_id").to_pylist(), is_old) if o)
+    new = [p for p, o in zip(group.column("place").to_pylist(), is_old) if not o] if olds else []
+    return pa.table({"place": pa.array(new, pa.string()), "kept_doc_id": pa.array([olds[0] if olds else ""] * len(new), pa.string())})
+
+
+def _sig_band_rows(batch: pa.Table, bands: int, rows: int) -> pa.Table:
+    """(band, key, place, old) for every band of every signature row."""
+    from operators.lsh import band_keys
+
+    out_band, out_key, out_place, out_old = [], [], [], []
+    for place, sig, old in zip(batch.column("place").to_pylist(), batch.column("signature").to_pylist(), batch.column("old").to_pylist()):
+        if sig:
+            for band, key in enumerate(band_keys(np.asarray(sig, np.uint32), bands, rows)):
+                out_band.append(band)
+                out_key.append(key)
+                out_place.append(place)
+                out_old.append(old)
+    return pa.table({"band": pa.array(out_band, pa.int32()), "key": pa.array(out_key, pa.int64()),
+                     "place": pa.array(out_place, pa.string()), "old": pa.array(out_old, pa.bool_())})
+
+
+def _cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
+    """Candidate (new, indexed) pairs of one LSH bucket; pairs among new or among old documents are not needed."""
+    old = group.column("old").to_pylist()
+    places = group.column("place").to_pylist()
+    olds = sorted({p for p, o in zip(places, old) if o})[:max_bucket]
+    news = sorted({p for p, o in zip(places, old) if not o})
+    pairs = [(n, o) for n in news for o in olds]
+    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string())})
+
+
+def _verify_estimate(group: pa.Table, threshold: float) -> pa.Table:
+    """Both signatures of one (new, indexed) pair -> the pair with its estimated Jaccard, if above threshold."""
+    sigs = [np.asarray(x, np.uint32) for x in group.column("shingles").to_pylist()]
+    pair = group.column("pair")[0].as_py()
+    ok = len(sigs) == 2 and len(sigs[0]) and len(sigs[0]) == len(sigs[1])
+    similarity = float(np.mean(sigs[0] == sigs[1])) if ok else 0.0
+    keep = similarity >= threshold
+    a, b = pair.split("|", 1)
+    return pa.table({"a": pa.array([a] if keep else [], pa.string()), "b": pa.array([b] if keep else [], pa.string()),
+                     "similarity": pa.array([similarity] if keep else [], pa.float64())})
+
+
+def _as_sig_rows(batch: pa.Table, prefix: str, old: bool) -> pa.Table:
+    return pa.table({
+        "place": pa.array([prefix + p for p in batch.column("place").to_pylist()], pa.string()),
+        "doc_id": batch.column("doc_id"), "doc_hash": batch.column("doc_hash"),
+        "signature": batch.column("signature"), "old": pa.array([old] * batch.num_rows, pa.bool_()),
+    })
+
+
+def _sig_attach_rows(batch: pa.Table) -> pa.Table:
+    return pa.table({"place": batch.column("place"), "pair": pa.array([""] * batch.num_rows, pa.string()),
+                     "shingles": batch.column("signature")})
+
+
+def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
+    """place -> (kept doc_id, 2, similarity, 'index_dedup', reason) for new documents duplicating an indexed one.
+
+    Exact: equal document hashes (a hash-partitioned groupby of new and indexed rows). Near: LSH buckets of
+    new and indexed signatures give (new, indexed) candidates, each verified by its signature estimate of
+    the Jaccard (the old texts are not read, so the shingle sets are not available)."""
+    import ray
+
+    from operators.lsh import optimal_bands
+
+    old = ray.data.read_parquet(info["parts"]).map_batches(
+        functools.partial(_as_sig_rows, prefix="old:", old=True), batch_format="pyarrow")
+    new = survivors.map_batches(functools.partial(_index_rows, num_perm=cfg.num_perm, ngram=cfg.ngram), batch_format="pyarrow") \
+        .map_batches(functools.partial(_as_sig_rows, prefix="", old=False), batch_format="pyarrow").materialize()
+    removals: dict[str, tuple] = {}
+    if cfg.documents:
+        both = new.union(old).filter(lambda r: r["doc_hash"] != 0)
+        for r in both.groupby("doc_hash", num_partitions=partitions).map_groups(_index_exact, batch_format="pyarrow").iter_rows():
+            removals[r["place"]] = (r["kept_doc_id"], 2, 1.0, "index_dedup", "exact_duplicate_of_index")
+    if cfg.fuzzy:
+        bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
+        remaining = new.filter(lambda r: r["place"] not in removals) if removals else new
+        band_rows = remaining.union(old).map_batches(functools.partial(_sig_band_rows, bands=bands, rows=rows), batch_format="pyarrow")
+        pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
+            functools.partial(_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
+        unique = pairs.groupby(["a", "b"], num_partitions=partitions).count()
+        sides = unique.map_batches(_side_rows, batch_format="pyarrow")
+        sig_rows = remaining.union(old).map_batches(_sig_attach_rows, batch_format="pyarrow")
+        attached = sides.union(sig_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
+        verified = attached.groupby("pair", num_partitions=partitions).map_groups(
+            functools.partial(_verify_estimate, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
+        best: dict[str, tuple[float, str]] = {}
+        for r in verified.iter_rows():
+            if r["a"] not in best or (r["similarity"], r["b"]) > best[r["a"]]:
+                best[r["a"]] = (r["similarity"], r["b"])
+        if best:
+            matched = frozenset(b for _, b in best.values())
+            doc_ids = {r["place"]: r["doc_id"] for r in old.filter(lambda r: r["place"] in matched).iter_rows()}
+            for place, (sim, b) in best.items():
+                removals[place] = (doc_ids[b], 2, sim, "index_dedup", "near_duplicate_of_index")
+    return removals
+
+
 def source_losses(removed: dict[str, tuple], totals: dict[str, int]) -> list[tuple[str, int, int]]:
     """(source file, removed, total) per source file, most damaged share first."""
     lost: Counter = Counter(place.rsplit("#", 1)[0] for place in removed)
@@ -311,8 +501,9 @@ class RewriteShard:
         places = [f"{f}#{o}" for f, o in zip(table.column("source_file").to_pylist(), table.column("record_offset").to_pylist())]
         keep = np.ones(len(ids), bool)
         removed_rows = []
-        for stage in ("exact_dedup", "fuzzy_dedup"):
-            if stage == "exact_dedup" and not self.cfg.documents or stage == "fuzzy_dedup" and not self.cfg.fuzzy:
+        for stage in ("exact_dedup", "fuzzy_dedup", "index_dedup"):
+            enabled = {"exact_dedup": self.cfg.documents, "fuzzy_dedup": self.cfg.fuzzy, "index_dedup": bool(self.cfg.index)}
+            if not enabled[stage]:
                 continue
             stats[f"{stage}/in"] += int(keep.sum())
             for i, (doc_id, place) in enumerate(zip(ids, places)):
@@ -384,7 +575,9 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.output} holds a dedup run made with different settings; choose a new --output")
     for d in (DOCS_DIR, STATS_DIR, REMOVED_DIR):
         out.makedirs(d)
+    index_info = load_index(cfg) if cfg.index else None  # a bad index is an error before any work
     meta = run_metadata(asdict(cfg), cfg.output_hash())
+    meta["input_run"] = src.uri
     out.write_json({**meta, "status": "running"}, "run.json")
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 
@@ -415,6 +608,11 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
             removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
         if removed_map:
             check_source_loss(removed_map, docs, cfg)
+        if cfg.index:
+            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+                if removed_map else docs
+            removed_map.update(index_removals(survivors, index_info, cfg, partitions))
+        if removed_map:
             removed_ref = ray.put(removed_map)
         if cfg.lines:
             counts = docs.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
@@ -430,6 +628,8 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     errors = statslib.balance_errors(total)
     if errors:
         raise AssertionError(f"stats do not balance: {errors}")
+    if cfg.write_index and not out.exists(INDEX_DIR, "_SUCCESS"):
+        write_index(cfg, src, out, index_info)
     summary = {"output": out.uri, "shards": len(shards), "shards_processed_now": len(pending),
                "wall_seconds": round(time.perf_counter() - t0, 3), "stats": dict(sorted(total.items()))}
     out.write_json(summary, "stats.json")

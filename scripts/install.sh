@@ -16,6 +16,6 @@ want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and pinned: an unpinned torch from PyPI is a multi-GB CUDA build
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test,bench]"
+  .venv/bin/python -m pip install -q -e ".[test,bench,train]"
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,262 @@
+"""FlashAttention-2 forward and backward as Triton kernels (same algorithm as `flash_torch`).
+
+- forward: one program per (query tile, batch*head); loop over key tiles with an online softmax in fp32
+  (exp2 with log2(e) folded into the scale); causal programs stop at their last query's diagonal, so fully
+  masked tiles are never loaded; saves O and the natural-log logsumexp L.
+- backward: a pre-pass D = rowsum(dO * O); one kernel per key tile accumulates dK and dV over the query tiles
+  that can see it (causal: from the diagonal on), one kernel per query tile accumulates dQ over its key tiles;
+  P is recomputed from L, nothing n x m is stored, no atomics.
+- any sequence lengths (ragged last tiles are masked), head dims 16..128 (padded to a power of two in
+  registers), bf16 / fp16 / fp32 inputs (fp32 dots use IEEE precision, not TF32).
+- tile sizes, warps and stages are autotuned on CUDA; under TRITON_INTERPRET=1 (CPU tests) a fixed small
+  configuration is used.
+
+Causal masking is bottom-right aligned, as in `flash_torch`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, L, stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_ob, stride_on,
+                N, M, offset, qk_scale, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    q = tl.load(Q + bh * stride_qb + offs_m[:, None] * stride_qn + offs_d[None, :],
+                mask=(offs_m[:, None] < N) & d_ok[None, :], other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = M
+    if CAUSAL:
+        hi = tl.minimum(M, (pid_m + 1) * BLOCK_M + offset)
+    k_base = K + bh * stride_kb
+    v_base = V + bh * stride_vb
+    for start_n in range(0, hi, BLOCK_N):
+        cols = start_n + offs_n
+        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None], mask=(cols[None, :] < M) & d_ok[:, None], other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        ok = cols[None, :] < M
+        if CAUSAL:
+            ok = ok & (cols[None, :] <= offs_m[:, None] + offset)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=(cols[:, None] < M) & d_ok[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(O + bh * stride_ob + offs_m[:, None] * stride_on + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=(offs_m[:, None] < N) & d_ok[None, :])
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    tl.store(L + bh * N + offs_m, lse, mask=offs_m < N)
+
+
+@triton.jit
+def _bwd_delta_kernel(O, DO, Delta, stride_ob, stride_on, N, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < N) & (offs_d[None, :] < D)
+    ptr = bh * stride_ob + offs_m[:, None] * stride_on + offs_d[None, :]
+    o = tl.load(O + ptr, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptr, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qn, stride_kb, stride_kn, N, M, offset, sm_scale,
+                     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """One key tile: dV = sum_q P^T dO, dK = scale * sum_q dS^T Q over the query tiles that see it."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    kv_mask = (offs_n[:, None] < M) & d_ok[None, :]
+    k = tl.load(K + bh * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + bh * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    lo = 0
+    if CAUSAL:
+        lo = tl.maximum(pid_n * BLOCK_N - offset, 0)
+        lo = (lo // BLOCK_M) * BLOCK_M
+    qk_scale = sm_scale * 1.4426950408889634
+    for start_m in range(lo, N, BLOCK_M):
+        rows = start_m + offs_m
+        row_ok = rows < N
+        q = tl.load(Q + bh * stride_qb + rows[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        do = tl.load(DO + bh * stride_qb + rows[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        lse = tl.load(L + bh * N + rows, mask=row_ok, other=float("-inf"))
+        delta = tl.load(Delta + bh * N + rows, mask=row_ok, other=0.0)
+        # transposed scores: (BLOCK_N, BLOCK_M) = K Q^T
+        st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)  # empty rows -> p = 0
+        pt = tl.math.exp2(st - lse2[None, :])
+        ok = (offs_n[:, None] < M) & row_ok[None, :]
+        if CAUSAL:
+            ok = ok & (offs_n[:, None] <= rows[None, :] + offset)
+        pt = tl.where(ok, pt, 0.0)
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = (dO V^T)^T
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(q.dtype), q, input_precision=PRECISION)
+    dk = dk * sm_scale
+    tl.store(DK + bh * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + bh * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DO, L, Delta, DQ, stride_qb, stride_qn, stride_kb, stride_kn, N, M, offset, sm_scale,
+                   D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """One query tile: dQ = scale * sum_k dS K over the key tiles it sees."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    row_ok = offs_m < N
+    q = tl.load(Q + bh * stride_qb + offs_m[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    do = tl.load(DO + bh * stride_qb + offs_m[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    lse = tl.load(L + bh * N + offs_m, mask=row_ok, other=float("-inf"))
+    delta = tl.load(Delta + bh * N + offs_m, mask=row_ok, other=0.0)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    qk_scale = sm_scale * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = M
+    if CAUSAL:
+        hi = tl.minimum(M, (pid_m + 1) * BLOCK_M + offset)
+    for start_n in range(0, hi, BLOCK_N):
+        cols = start_n + offs_n
+        col_ok = cols < M
+        kt = tl.load(K + bh * stride_kb + cols[None, :] * stride_kn + offs_d[:, None], mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+        vt = tl.load(V + bh * stride_kb + cols[None, :] * stride_kn + offs_d[:, None], mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        p = tl.math.exp2(s - lse2[:, None])
+        ok = col_ok[None, :] & row_ok[:, None]
+        if CAUSAL:
+            ok = ok & (cols[None, :] <= offs_m[:, None] + offset)
+        p = tl.where(ok, p, 0.0)
+        dp = tl.dot(do, vt, input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+    dq = dq * sm_scale
+    tl.store(DQ + bh * stride_qb + offs_m[:, None] * stride_qn + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
+
+
+def _configs(kind: str) -> list[triton.Config]:
+    out = []
+    for bm in (64, 128):
+        for bn in (32, 64, 128):
+            if kind != "fwd" and bm * bn > 64 * 128:
+                continue
+            for warps in (4, 8):
+                for stages in (2, 3, 4):
+                    out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    return out
+
+
+_KEY = ["N", "M", "D", "CAUSAL", "PRECISION"]
+_fwd_tuned = triton.autotune(configs=_configs("fwd"), key=_KEY)(_fwd_kernel)
+_dkdv_tuned = triton.autotune(configs=_configs("bwd"), key=_KEY, reset_to_zero=[])(_bwd_dkdv_kernel)
+_dq_tuned = triton.autotune(configs=_configs("bwd"), key=_KEY)(_bwd_dq_kernel)
+_INTERPRET_TILE = 16
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    # (..., seq, d) -> (batch*heads, seq, d), contiguous
+    return x.reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def triton_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool):
+    shape = q.shape
+    q3, k3, v3 = _flat(q), _flat(k), _flat(v)
+    bh, n, d = q3.shape
+    m = k3.shape[1]
+    if d > 256:
+        raise ValueError(f"head dimension {d} is above 256")
+    out = torch.empty_like(q3)
+    lse = torch.empty((bh, n), device=q.device, dtype=torch.float32)
+    args = (q3, k3, v3, out, lse, q3.stride(0), q3.stride(1), k3.stride(0), k3.stride(1), v3.stride(0), v3.stride(1),
+            out.stride(0), out.stride(1), n, m, m - n, LOG2E / math.sqrt(d))
+    meta = dict(D=d, BLOCK_D=max(16, triton.next_power_of_2(d)), CAUSAL=causal, PRECISION=_precision(q.dtype))
+    if _interpret():
+        _fwd_kernel[(triton.cdiv(n, _INTERPRET_TILE), bh)](*args, **meta, BLOCK_M=_INTERPRET_TILE, BLOCK_N=_INTERPRET_TILE)
+    else:
+        _fwd_tuned[lambda c: (triton.cdiv(n, c["BLOCK_M"]), bh)](*args, **meta)
+    return out.reshape(shape), lse.reshape(shape[:-1])
+
+
+def triton_backward(q, k, v, out, lse, dout, causal: bool):
+    q3, k3, v3, o3, do3 = _flat(q), _flat(k), _flat(v), _flat(out), _flat(dout)
+    bh, n, d = q3.shape
+    m = k3.shape[1]
+    lse2 = lse.reshape(bh, n).contiguous()
+    delta = torch.empty_like(lse2)
+    block_d = max(16, triton.next_power_of_2(d))
+    _bwd_delta_kernel[(triton.cdiv(n, 64), bh)](o3, do3, delta, o3.stride(0), o3.stride(1), n, D=d, BLOCK_D=block_d, BLOCK_M=64)
+    dq, dk, dv = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
+    common = (n, m, m - n, 1.0 / math.sqrt(d))
+    meta = dict(D=d, BLOCK_D=block_d, CAUSAL=causal, PRECISION=_precision(q.dtype))
+    kv_args = (q3, k3, v3, do3, lse2, delta, dk, dv, q3.stride(0), q3.stride(1), k3.stride(0), k3.stride(1), *common)
+    q_args = (q3, k3, v3, do3, lse2, delta, dq, q3.stride(0), q3.stride(1), k3.stride(0), k3.stride(1), *common)
+    if _interpret():
+        t = _INTERPRET_TILE
+        _bwd_dkdv_kernel[(triton.cdiv(m, t), bh)](*kv_args, **meta, BLOCK_M=t, BLOCK_N=t)
+        _bwd_dq_kernel[(triton.cdiv(n, t), bh)](*q_args, **meta, BLOCK_M=t, BLOCK_N=t)
+    else:
+        _dkdv_tuned[lambda c: (triton.cdiv(m, c["BLOCK_N"]), bh)](*kv_args, **meta)
+        _dq_tuned[lambda c: (triton.cdiv(n, c["BLOCK_M"]), bh)](*q_args, **meta)
+    return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+
+
+class FlashAttentionTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool = False):
+        if k.shape[:-2] != q.shape[:-2] or v.shape != k.shape:
+            raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: leading dims and k/v shapes must match")
+        out, lse = triton_forward(q, k, v, causal)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal = causal
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = triton_backward(q, k, v, out, lse, dout.contiguous(), ctx.causal)
+        return dq, dk, dv, None

@@ -1,0 +1,216 @@
+"""Transformer LM building blocks, from first principles.
+
+Only `nn.Parameter`, `nn.Module` and container modules are used as building blocks: no `nn.Linear`,
+no `torch.nn.functional` layers. Every function and module accepts arbitrary leading batch dimensions
+(`...` in the shape comments).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import einsum, rearrange
+from torch import Tensor, nn
+
+
+def _trunc_normal_(w: Tensor, std: float) -> Tensor:
+    return nn.init.trunc_normal_(w, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+class Linear(nn.Module):
+    """y = x W^T, W stored (out, in); init N(0, 2/(in+out)) truncated at ±3σ."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        _trunc_normal_(self.weight, math.sqrt(2.0 / (in_features + out_features)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (..., in) x (out, in) -> (..., out)
+        return einsum(x, self.weight, "... d_in, d_out d_in -> ... d_out")
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """Lookup table (vocab, d_model); init N(0, 1) truncated at ±3."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        _trunc_normal_(self.weight, 1.0)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        # (...) int -> (..., d_model)
+        return self.weight[token_ids]
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g, computed in fp32 and returned in the input dtype."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
+        x32 = x.to(torch.float32)
+        rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
+        return (x32 * rms * self.weight.to(torch.float32)).to(in_dtype)
+
+
+def silu(x: Tensor) -> Tensor:
+    return x * torch.sigmoid(x)
+
+
+def default_d_ff(d_model: int) -> int:
+    """≈ 8/3 d_model rounded to a multiple of 64 (the SwiGLU size that keeps FLOPs equal to a 4x MLP)."""
+    return max(64, int(round(8 * d_model / 3 / 64)) * 64)
+
+
+class SwiGLU(nn.Module):
+    """W2 (SiLU(W1 x) ⊙ W3 x)."""
+
+    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
+        super().__init__()
+        d_ff = d_ff or default_d_ff(d_model)
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE on interleaved pairs (x[2j], x[2j+1]) rotated by angle pos * theta^(-2j/d_k).
+
+    cos/sin tables (max_seq_len, d_k/2) are precomputed non-persistent buffers, indexed by token positions."""
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {d_k}")
+        inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)  # (d_k/2,)
+        angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        self.register_buffer("cos", angles.cos().to(torch.float32), persistent=False)  # (max_seq_len, d_k/2)
+        self.register_buffer("sin", angles.sin().to(torch.float32), persistent=False)
+
+    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
+        # x (..., seq, d_k); token_positions (..., seq) broadcastable to x's leading dims
+        cos = self.cos[token_positions]  # (..., seq, d_k/2)
+        sin = self.sin[token_positions]
+        pairs = rearrange(x.to(torch.float32), "... (j two) -> ... j two", two=2)  # (..., seq, d_k/2, 2)
+        x0, x1 = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # (..., seq, d_k/2, 2)
+        return rearrange(rotated, "... j two -> ... (j two)").to(x.dtype)
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """Numerically stable softmax: subtract the max before exponentiating."""
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    e = torch.exp(shifted)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(d_k)) v; `mask` True = may attend. q (..., n, d_k), k (..., m, d_k), v (..., m, d_v)."""
+    scores = einsum(q, k, "... n d, ... m d -> ... n m") / math.sqrt(q.shape[-1])  # (..., n, m)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return einsum(softmax(scores, dim=-1), v, "... n m, ... m d -> ... n d")
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention with RoPE on queries and keys.
+
+    `attention` picks the kernel: "auto" (the fused FlashAttention-2 of model.kernels: Triton on CUDA, the tiled
+    PyTorch version on CPU), "flash_torch", "triton", or "reference" (`scaled_dot_product_attention` above)."""
+
+    def __init__(self, d_model: int, num_heads: int, max_seq_len: int = 2048, rope_theta: float = 10000.0,
+                 attention: str = "auto", device=None, dtype=None):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.rope = RotaryEmbedding(rope_theta, self.d_head, max_seq_len, device=device) if rope_theta else None
+        self.attention = attention
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        *lead, seq, _ = x.shape
+        # (..., seq, d_model) -> (..., heads, seq, d_head)
+        q = rearrange(self.q_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
+        k = rearrange(self.k_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
+        v = rearrange(self.v_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(seq, device=x.device)  # (seq,)
+            pos = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions  # (..., 1, seq)
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        out = attend(q, k, v, causal=True, kind=self.attention)  # (..., heads, seq, d_head)
+        # (..., heads, seq, d_head) -> (..., seq, d_model)
+        return self.output_proj(rearrange(out, "... h s d -> ... s (h d)"))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool, kind: str = "auto") -> Tensor:
+    """Attention over (..., heads, seq, d_head) tensors with the chosen implementation."""
+    if kind == "reference":
+        n, m = q.shape[-2], k.shape[-2]
+        mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n) if causal else None
+        return scaled_dot_product_attention(q, k, v, mask)
+    from model.kernels import flash_attention
+
+    return flash_attention(q, k, v, causal=causal, kind=kind)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then + ffn(norm(x))."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int | None, max_seq_len: int, rope_theta: float,
+                 attention: str = "auto", device=None, dtype=None):
+        super().__init__()
+        self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, rope_theta, attention, device=device, dtype=dtype)
+        self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
+        self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), token_positions)
+        return x + self.ffn(self.ln2(x))
+
+
+class TransformerLM(nn.Module):
+    """Token embedding -> blocks -> final RMSNorm -> untied LM head; returns logits (..., seq, vocab)."""
+
+    def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
+                 d_ff: int | None = None, rope_theta: float = 10000.0, attention: str = "auto", device=None, dtype=None):
+        super().__init__()
+        self.vocab_size, self.context_length = vocab_size, context_length
+        self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(
+            TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, attention, device=device, dtype=dtype)
+            for _ in range(num_layers)
+        )
+        self.ln_final = RMSNorm(d_model, device=device, dtype=dtype)
+        self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, cfg, device=None, dtype=None) -> "TransformerLM":
+        return cls(cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff,
+                   cfg.rope_theta, cfg.attention, device=device, dtype=dtype)
+
+    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        if token_ids.shape[-1] > self.context_length:
+            raise ValueError(f"sequence of {token_ids.shape[-1]} tokens exceeds the context length {self.context_length}")
+        x = self.token_embeddings(token_ids)  # (..., seq, d_model)
+        for layer in self.layers:
+            x = layer(x, token_positions)
+        return self.lm_head(self.ln_final(x))  # (..., seq, vocab)

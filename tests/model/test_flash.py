@@ -1,0 +1,83 @@
+"""FlashAttention-2: the tiled PyTorch implementation and the Triton kernels (under TRITON_INTERPRET=1 on CPU)
+against naive attention, forward and gradients, on awkward shapes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
+
+from model.kernels import FlashAttentionTorch, flash_attention  # noqa: E402
+from model.layers import attend  # noqa: E402
+
+
+def naive(q, k, v, causal):
+    """Naive attention; with causal and more queries than keys, the first n - m queries see no key: their
+    output (and gradient) is defined as 0, as the kernels do, where a plain softmax would give NaN."""
+    n, m = q.shape[-2], k.shape[-2]
+    if causal and n > m:
+        e = n - m
+        visible = attend(q[..., e:, :], k, v, True, kind="reference")
+        return torch.cat([q[..., :e, :] * 0.0, visible], dim=-2)
+    return attend(q, k, v, causal, kind="reference")
+
+
+def _grads(fn, q, k, v, do):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v)
+    out.backward(do)
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+SHAPES = [  # (n queries, m keys, head dim)
+    (1, 1, 16), (17, 17, 16), (64, 64, 32), (100, 100, 64), (5, 37, 32), (70, 130, 16),
+]
+
+
+@pytest.mark.parametrize("n, m, d", SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_torch_matches_naive(n, m, d, causal):
+    torch.manual_seed(n * 1000 + m + d)
+    q, k, v = torch.randn(2, 3, n, d), torch.randn(2, 3, m, d), torch.randn(2, 3, m, d)
+    do = torch.randn(2, 3, n, d)
+    ref = _grads(lambda a, b, c: naive(a, b, c, causal), q.double(), k.double(), v.double(), do.double())
+    got = _grads(lambda a, b, c: FlashAttentionTorch.apply(a, b, c, causal), q, k, v, do)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g.double(), r, atol=2e-5, rtol=2e-5)
+
+
+def test_causal_query_rows_with_no_keys_are_zero():
+    """Bottom-right causal with more queries than keys: the first n - m queries see nothing."""
+    q, k, v = torch.randn(1, 6, 8), torch.randn(1, 2, 8), torch.randn(1, 2, 8)
+    out = FlashAttentionTorch.apply(q, k, v, True)
+    assert torch.equal(out[:, :4], torch.zeros(1, 4, 8))
+
+
+TRITON_SHAPES = [(1, 1, 16), (17, 17, 16), (33, 33, 32), (5, 21, 16), (40, 24, 16)]
+
+
+@pytest.mark.parametrize("n, m, d", TRITON_SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_kernels_match_naive(n, m, d, causal):
+    pytest.importorskip("triton")
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(n * 7 + m + d)
+    q, k, v = (torch.randn(2, s, d, device=dev) for s in (n, m, m))
+    do = torch.randn(2, n, d, device=dev)
+    ref = _grads(lambda a, b, c: naive(a, b, c, causal), q.double(), k.double(), v.double(), do.double())
+    got = _grads(lambda a, b, c: flash_attention(a, b, c, causal=causal, kind="triton"), q, k, v, do)
+    for name, g, r in zip(("out", "dq", "dk", "dv"), got, ref):
+        torch.testing.assert_close(g.double(), r, atol=1e-4, rtol=1e-4, msg=lambda s, name=name: f"{name}: {s}")
+
+
+def test_dispatch():
+    q = torch.randn(1, 4, 8)
+    torch.testing.assert_close(flash_attention(q, q, q, kind="auto"), FlashAttentionTorch.apply(q, q, q, True))
+    with pytest.raises(ValueError, match="unknown attention kind"):
+        flash_attention(q, q, q, kind="magic")
