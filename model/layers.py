@@ -144,7 +144,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.rope = RotaryEmbedding(rope_theta, self.d_head, max_seq_len, device=device) if rope_theta else None
         self.attention = attention
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: "LayerKVCache | None" = None) -> Tensor:
         *lead, seq, _ = x.shape
         # (..., seq, d_model) -> (..., heads, seq, d_head)
         q = rearrange(self.q_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
@@ -152,9 +152,12 @@ class MultiHeadSelfAttention(nn.Module):
         v = rearrange(self.v_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
         if self.rope is not None:
             if token_positions is None:
-                token_positions = torch.arange(seq, device=x.device)  # (seq,)
+                start = cache.length if cache is not None else 0
+                token_positions = torch.arange(start, start + seq, device=x.device)  # (seq,)
             pos = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions  # (..., 1, seq)
             q, k = self.rope(q, pos), self.rope(k, pos)
+        if cache is not None:  # decoding: the new queries attend every cached key (bottom-right causal)
+            k, v = cache.append(k, v)  # (..., heads, cached + seq, d_head)
         out = attend(q, k, v, causal=True, kind=self.attention)  # (..., heads, seq, d_head)
         # (..., heads, seq, d_head) -> (..., seq, d_model)
         return self.output_proj(rearrange(out, "... h s d -> ... s (h d)"))
@@ -182,8 +185,8 @@ class TransformerBlock(nn.Module):
         self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
         self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln1(x), token_positions)
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: "LayerKVCache | None" = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), token_positions, cache)
         return x + self.ffn(self.ln2(x))
 
 
@@ -207,10 +210,44 @@ class TransformerLM(nn.Module):
         return cls(cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff,
                    cfg.rope_theta, cfg.attention, device=device, dtype=dtype)
 
-    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        if token_ids.shape[-1] > self.context_length:
-            raise ValueError(f"sequence of {token_ids.shape[-1]} tokens exceeds the context length {self.context_length}")
+    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None) -> Tensor:
+        total = token_ids.shape[-1] + (cache.length if cache is not None else 0)
+        if total > self.context_length:
+            raise ValueError(f"sequence of {total} tokens exceeds the context length {self.context_length}")
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
-        for layer in self.layers:
-            x = layer(x, token_positions)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, token_positions, cache.layers[i] if cache is not None else None)
         return self.lm_head(self.ln_final(x))  # (..., seq, vocab)
+
+
+class LayerKVCache:
+    """Keys and values of one attention layer, preallocated (..., heads, max_len, d_head)."""
+
+    def __init__(self, k: Tensor, v: Tensor):
+        self.k, self.v = k, v
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        n = k.shape[-2]
+        if self.length + n > self.k.shape[-2]:
+            raise ValueError(f"KV cache full: {self.length} + {n} > {self.k.shape[-2]}")
+        self.k[..., self.length : self.length + n, :] = k
+        self.v[..., self.length : self.length + n, :] = v
+        self.length += n
+        return self.k[..., : self.length, :], self.v[..., : self.length, :]
+
+
+class KVCache:
+    """Per-layer KV caches for incremental decoding; `length` tokens are cached so far."""
+
+    def __init__(self, model: "TransformerLM", batch_shape: tuple[int, ...], max_len: int | None = None):
+        attn = model.layers[0].attn
+        max_len = max_len or model.context_length
+        p = model.lm_head.weight
+        shape = (*batch_shape, attn.num_heads, max_len, attn.d_head)
+        self.layers = [LayerKVCache(torch.empty(shape, device=p.device, dtype=p.dtype),
+                                    torch.empty(shape, device=p.device, dtype=p.dtype)) for _ in model.layers]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
