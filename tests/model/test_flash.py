@@ -57,7 +57,8 @@ def test_causal_query_rows_with_no_keys_are_zero():
     assert torch.equal(out[:, :4], torch.zeros(1, 4, 8))
 
 
-TRITON_SHAPES = [(1, 1, 16), (17, 17, 16), (33, 33, 32), (5, 21, 16), (40, 24, 16), (32, 32, 16), (48, 64, 16), (64, 32, 32)]
+TRITON_SHAPES = [(1, 1, 16), (17, 17, 16), (33, 33, 32), (5, 21, 16), (40, 24, 16), (32, 32, 16), (48, 64, 16), (64, 32, 32),
+                 (19, 19, 24), (9, 13, 80)]  # head dims that are not powers of two are padded in registers
 
 
 @pytest.mark.parametrize("n, m, d", TRITON_SHAPES)
