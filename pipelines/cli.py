@@ -12,6 +12,7 @@ COMMANDS = {
     "tokenize": "pipelines.tokenize",
     "train-tokenizer": "training.tokenizer",
     "stats": "pipelines.report",
+    "pretrain": "training.pretrain",
 }
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             "  train-tokenizer   train a byte-level BPE tokenizer on a curated run or text files\n"
             "  tokenize          tokenize a curate/dedup run into memory-mappable Arrow token shards\n"
             "  stats             funnel, languages, quality, domains, tokens and dedup of a run (+ HTML report)\n"
+            "  pretrain          train the TransformerLM on a tokenize run's shards (one process; --resume)\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib

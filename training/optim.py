@@ -1,0 +1,97 @@
+"""Loss, gradient clipping, AdamW and the learning-rate schedule, written from their definitions.
+
+- `cross_entropy(logits, targets)`: mean over all positions of -log softmax(logits)[target], computed stably
+  (log-sum-exp with the max subtracted) in fp32.
+- `clip_gradients(params, max_norm)`: scale every gradient by max_norm / (‖g‖₂ + 1e-6) when the global L2 norm
+  over all parameters exceeds max_norm; parameters without gradients are skipped. Returns the norm before clipping.
+- `AdamW`: Loshchilov & Hutter 2019, decoupled weight decay, bias-corrected moments, with `torch._foreach_*`
+  multi-tensor ops (one kernel launch per operation for the whole parameter group on GPU).
+- `lr_cosine_schedule(t, max_lr, min_lr, warmup, cosine)`: linear warm-up to max_lr over `warmup` steps, cosine
+  decay to min_lr at step `cosine`, min_lr after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of (..., vocab) logits against (...) integer targets."""
+    x = logits.reshape(-1, logits.shape[-1]).to(torch.float32)  # (N, vocab)
+    t = targets.reshape(-1)  # (N,)
+    m = x.amax(dim=-1, keepdim=True)
+    lse = m.squeeze(-1) + torch.log(torch.exp(x - m).sum(dim=-1))  # (N,)
+    picked = x.gather(-1, t[:, None]).squeeze(-1)  # (N,)
+    return (lse - picked).mean()
+
+
+@torch.no_grad()
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float, eps: float = 1e-6) -> float:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch._foreach_norm(grads, 2.0)
+    total = torch.linalg.vector_norm(torch.stack([n.to(torch.float32) for n in norms]), 2.0)
+    if total > max_norm:
+        torch._foreach_mul_(grads, (max_norm / (total + eps)).item())
+    return float(total)
+
+
+def lr_cosine_schedule(t: int, max_lr: float, min_lr: float, warmup: int, cosine: int) -> float:
+    if t < warmup:
+        return t / warmup * max_lr
+    if t <= cosine:
+        return min_lr + 0.5 * (1 + math.cos(math.pi * (t - warmup) / (cosine - warmup))) * (max_lr - min_lr)
+    return min_lr
+
+
+class AdamW(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
+            raise ValueError(f"invalid AdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            buckets: dict[int, tuple[list, list, list, list]] = {}  # by step count (params may skip steps)
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                ps, gs, ms, vs = buckets.setdefault(state["step"], ([], [], [], []))
+                ps.append(p)
+                gs.append(p.grad)
+                ms.append(state["exp_avg"])
+                vs.append(state["exp_avg_sq"])
+            for t, (ps, grads, m, v) in buckets.items():
+                # decoupled weight decay: θ ← θ - lr·λ·θ
+                if wd:
+                    torch._foreach_mul_(ps, 1 - lr * wd)
+                # moments: m ← β1 m + (1-β1) g ; v ← β2 v + (1-β2) g²
+                torch._foreach_lerp_(m, grads, 1 - b1)
+                torch._foreach_mul_(v, b2)
+                torch._foreach_addcmul_(v, grads, grads, 1 - b2)
+                # θ ← θ - lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
+                bc1, bc2 = 1 - b1**t, 1 - b2**t
+                denom = torch._foreach_sqrt(v)
+                torch._foreach_div_(denom, math.sqrt(bc2))
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_(ps, m, denom, -lr / bc1)
+        return loss

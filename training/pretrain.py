@@ -1,0 +1,241 @@
+"""`sift pretrain`: train the project's TransformerLM on the token shards of a `sift tokenize` run.
+
+    sift pretrain --shards runs/demo-tokens --output runs/demo-model --preset tiny --steps 300
+    python -m training.pretrain --shards ... --resume      # continue bit for bit from the last checkpoint
+
+One process (CPU, or one GPU with bf16 autocast and optional torch.compile). Per step: `grad_accum` micro-batches
+from a seeded, resumable sampler; the project's `cross_entropy`, `clip_gradients`, `AdamW` and cosine schedule.
+Writes <output>/metrics.jsonl (loss, lr, grad norm, tokens/s, MFU on GPUs), periodic validation loss,
+checkpoints (model, optimizer, step, config, sampler position, RNG states; atomic) and loss.png.
+Multi-worker data parallelism (Ray Train) is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.config import ModelConfig, forward_flops_per_token, parameter_count, preset
+from model.layers import TransformerLM
+from pipelines.config import parse_set, resolve
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data import BatchSampler, TokenDataset, validation_batches
+from training.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+
+# dense bf16 peak of the cards MFU is reported against (FLOP/s)
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards: str = ""
+    """A finished `sift tokenize` output folder (tokens/manifest.json), or a flat uint16 token file."""
+    output: str = ""
+    preset: str = "tiny"
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the preset's ModelConfig fields (vocab_size comes from the shards' tokenizer)."""
+    steps: int = 300
+    batch_size: int = 16
+    context_length: int = 64
+    grad_accum: int = 1
+    max_lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 50
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    device: str = "auto"
+    compile: bool = False
+    resume: bool = False
+    stop_after: int = 0
+    """Stop this invocation after so many steps (0: run to `steps`); with --resume, a time-limited or
+    preemptible job continues in the next invocation exactly as if it had not stopped."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def load_data(cfg: TrainConfig) -> tuple[TokenDataset, TokenDataset | None, int | None]:
+    path = Path(cfg.shards)
+    if path.is_dir():
+        train = TokenDataset.from_run(path, "train")
+        try:
+            val = TokenDataset.from_run(path, "validation")
+        except ValueError:
+            val = None
+        return train, val, getattr(train, "vocab_size", None)
+    if path.is_file():
+        return TokenDataset.from_file(path), None, None
+    raise ValueError(f"--shards {cfg.shards!r}: neither a `sift tokenize` output folder nor a token file")
+
+
+@torch.no_grad()
+def evaluate(model, val: TokenDataset, cfg: TrainConfig, device, autocast) -> float:
+    model.eval()
+    losses = []
+    for x, y in validation_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, device):
+        with autocast():
+            losses.append(float(cross_entropy(model(x), y)))
+    model.train()
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    if not cfg.shards or not cfg.output:
+        raise ValueError("pretrain needs --shards and --output")
+    device = _device(cfg.device)
+    train_ds, val_ds, vocab = load_data(cfg)
+    mcfg: ModelConfig = preset(cfg.preset, **{"context_length": cfg.context_length, **cfg.model,
+                                              **({"vocab_size": vocab} if vocab else {})})
+    if cfg.context_length > mcfg.context_length:
+        raise ValueError(f"context_length {cfg.context_length} exceeds the model's {mcfg.context_length}")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    model = TransformerLM.from_config(mcfg, device=device)
+    opt = AdamW(model.parameters(), lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed, device)
+    start = 0
+    if cfg.resume and ckpt.exists():
+        start, extra = load_checkpoint(ckpt, model, opt, return_extra=True)
+        sampler.load_state_dict(extra["sampler"])
+    elif (out / "metrics.jsonl").exists() and not cfg.resume:
+        (out / "metrics.jsonl").unlink()
+    step_model = torch.compile(model) if cfg.compile else model
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum
+    flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
+    peak = _peak_flops(device)
+    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
+                                                 "parameters": parameter_count(mcfg)}, indent=2, default=list))
+    history: list[dict[str, Any]] = []
+    metrics = open(out / "metrics.jsonl", "a")
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", disable=None)
+        t_last = time.perf_counter()
+        for step in bar:
+            if cfg.stop_after and step - start >= cfg.stop_after:
+                save_checkpoint(model, opt, step, ckpt, config=asdict(cfg), model_config=asdict(mcfg),
+                                sampler=sampler.state_dict())
+                break
+            lr = lr_cosine_schedule(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            total = 0.0
+            for _ in range(cfg.grad_accum):
+                x, y = sampler.next()
+                with autocast():
+                    loss = cross_entropy(step_model(x), y) / cfg.grad_accum
+                loss.backward()
+                total += float(loss.detach())
+            norm = clip_gradients(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            dt, t_last = now - t_last, now
+            row = {"step": step + 1, "loss": total, "lr": lr, "grad_norm": norm, "tokens": (step + 1) * tokens_per_step,
+                   "tokens_per_s": tokens_per_step / dt, "mfu": (flops_per_step / dt / peak) if peak else None}
+            if val_ds is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                row["val_loss"] = evaluate(model, val_ds, cfg, device, autocast)
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+            history.append(row)
+            bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(model, opt, step + 1, ckpt, config=asdict(cfg), model_config=asdict(mcfg),
+                                sampler=sampler.state_dict())
+    finally:
+        metrics.close()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    plot_losses(rows, out / "loss.png")
+    final = rows[-1] if rows else {}
+    return {"output": str(out), "steps": final.get("step", start), "final_loss": final.get("loss"),
+            "val_loss": next((r["val_loss"] for r in reversed(rows) if "val_loss" in r), None),
+            "parameters": parameter_count(mcfg), "losses": [r["loss"] for r in rows]}
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", lw=1)
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def unigram_entropy(ds: TokenDataset) -> float:
+    """Entropy (nats) of the token frequencies: the loss of a model that ignores context."""
+    counts = np.zeros(int(max(int(a.max()) for a in ds.arrays)) + 1, np.int64)
+    for a in ds.arrays:
+        counts += np.bincount(np.asarray(a, dtype=np.int64), minlength=len(counts))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Pretrain a TransformerLM on sift token shards.")
+    p.add_argument("--shards", help="a sift tokenize output folder (or a flat uint16 token file)")
+    p.add_argument("--output", "-o")
+    p.add_argument("--preset", help="model preset: tiny, small-cpu, gpt2-small, gpt2-medium, ...")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--config", "-c")
+    p.add_argument("--resume", action="store_true", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        for key in ("shards", "output", "preset", "steps", "resume"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        result = train(resolve(TrainConfig, args.config, overrides))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result.pop("losses")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
