@@ -23,7 +23,8 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy of (..., vocab) logits against (...) integer targets."""
     x = logits.reshape(-1, logits.shape[-1]).to(torch.float32)  # (N, vocab)
     t = targets.reshape(-1)  # (N,)
-    m = x.amax(dim=-1, keepdim=True)
+    # the shift is only for stability: log-sum-exp does not depend on it, so it carries no gradient (no amax backward)
+    m = x.detach().amax(dim=-1, keepdim=True)
     lse = m.squeeze(-1) + torch.log(torch.exp(x - m).sum(dim=-1))  # (N,)
     picked = x.gather(-1, t[:, None]).squeeze(-1)  # (N,)
     return (lse - picked).mean()

@@ -128,6 +128,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     elif (out / "metrics.jsonl").exists() and not cfg.resume:
         (out / "metrics.jsonl").unlink()
     step_model = torch.compile(model) if cfg.compile else model
+    loss_fn = torch.compile(cross_entropy) if cfg.compile else cross_entropy  # fused: no fp32 logits copies
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum
     flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
@@ -153,7 +154,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for _ in range(cfg.grad_accum):
                 x, y = sampler.next()
                 with autocast():
-                    loss = cross_entropy(step_model(x), y) / cfg.grad_accum
+                    loss = loss_fn(step_model(x), y) / cfg.grad_accum
                 loss.backward()
                 total += float(loss.detach())
             norm = clip_gradients(model.parameters(), cfg.grad_clip)

@@ -31,10 +31,17 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     if kind == "triton":
         if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
-        from model.kernels.flash_triton import FlashAttentionTriton
-
-        return FlashAttentionTriton.apply(q, k, v, causal)
+        return _triton_attention(q, k, v, causal)
     raise ValueError(f"unknown attention kind {kind!r}: auto, triton or flash_torch")
+
+
+@torch.compiler.disable
+def _triton_attention(q, k, v, causal):
+    """Opaque to torch.compile (a graph break): Inductor would otherwise try to re-compile the autotuned
+    Triton kernels itself; the model's other layers are still compiled."""
+    from model.kernels.flash_triton import FlashAttentionTriton
+
+    return FlashAttentionTriton.apply(q, k, v, causal)
 
 
 __all__ = ["flash_attention", "FlashAttentionTorch", "triton_available"]
