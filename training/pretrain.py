@@ -62,6 +62,10 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     resume: bool = False
+    zero1: bool = False
+    """With several workers: shard the optimizer state across them (ZeRO-1)."""
+    bucket_mb: float = 25.0
+    """With several workers: gradient all-reduce bucket size (buckets are reduced during the backward pass)."""
     stop_after: int = 0
     """Stop this invocation after so many steps (0: run to `steps`); with --resume, a time-limited or
     preemptible job continues in the next invocation exactly as if it had not stopped."""
@@ -106,9 +110,18 @@ def evaluate(model, val: TokenDataset, cfg: TrainConfig, device, autocast) -> fl
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train on one process, or as one rank of an initialised torch.distributed group (Ray Train, torchrun):
+    then every rank draws its own micro-batches (seed + rank), gradients are all-reduced in buckets during
+    backward, and rank 0 alone writes metrics and checkpoints (plus one optimizer shard per rank with ZeRO-1)."""
+    import torch.distributed as dist
+
     if not cfg.shards or not cfg.output:
         raise ValueError("pretrain needs --shards and --output")
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = _device(cfg.device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     train_ds, val_ds, vocab = load_data(cfg)
     mcfg: ModelConfig = preset(cfg.preset, **{"context_length": cfg.context_length, **cfg.model,
                                               **({"vocab_size": vocab} if vocab else {})})
@@ -119,24 +132,52 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ckpt = out / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     model = TransformerLM.from_config(mcfg, device=device)
-    opt = AdamW(model.parameters(), lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed, device)
+    ddp = None
+    if distributed:
+        from training.ddp import DDPBucketed, ShardedOptimizer
+
+        ddp = DDPBucketed(model, bucket_mb=cfg.bucket_mb)
+    opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = ShardedOptimizer(model.parameters(), AdamW, **opt_kw) if distributed and cfg.zero1 else AdamW(model.parameters(), **opt_kw)
+    sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed + rank, device)
+    shard_file = out / f"optimizer-rank{rank}.pt"
     start = 0
     if cfg.resume and ckpt.exists():
-        start, extra = load_checkpoint(ckpt, model, opt, return_extra=True)
-        sampler.load_state_dict(extra["sampler"])
-    elif (out / "metrics.jsonl").exists() and not cfg.resume:
+        start, extra = load_checkpoint(ckpt, model, None if (distributed and cfg.zero1) else opt, return_extra=True)
+        sampler.load_state_dict(extra["samplers"][rank] if "samplers" in extra else extra["sampler"])
+        if distributed and cfg.zero1:
+            opt.load_state_dict(torch.load(shard_file, map_location="cpu", weights_only=False))
+    elif rank == 0 and (out / "metrics.jsonl").exists() and not cfg.resume:
         (out / "metrics.jsonl").unlink()
-    step_model = torch.compile(model) if cfg.compile else model
+    if distributed:
+        dist.barrier()
+    step_model = torch.compile(ddp or model) if cfg.compile else (ddp or model)
     loss_fn = torch.compile(cross_entropy) if cfg.compile else cross_entropy  # fused: no fp32 logits copies
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum
+    tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum * world
     flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
     peak = _peak_flops(device)
-    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
-                                                 "parameters": parameter_count(mcfg)}, indent=2, default=list))
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg), "world_size": world,
+                                                     "parameters": parameter_count(mcfg)}, indent=2, default=list))
     history: list[dict[str, Any]] = []
-    metrics = open(out / "metrics.jsonl", "a")
+    metrics = open(out / "metrics.jsonl", "a") if rank == 0 else open(os.devnull, "w")
+
+    def checkpoint(step_done: int) -> None:
+        samplers = [None] * world
+        if distributed:
+            dist.all_gather_object(samplers, sampler.state_dict())
+        else:
+            samplers = [sampler.state_dict()]
+        if distributed and cfg.zero1:
+            torch.save(opt.state_dict(), shard_file)
+        if rank == 0:
+            save_checkpoint(model, opt if not (distributed and cfg.zero1) else torch.optim.SGD([torch.zeros(1)], lr=0.0),
+                            step_done, ckpt, config=asdict(cfg), model_config=asdict(mcfg), samplers=samplers,
+                            sampler=samplers[0])
+        if distributed:
+            dist.barrier()
+
     try:
         from tqdm import tqdm
 
@@ -144,19 +185,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         t_last = time.perf_counter()
         for step in bar:
             if cfg.stop_after and step - start >= cfg.stop_after:
-                save_checkpoint(model, opt, step, ckpt, config=asdict(cfg), model_config=asdict(mcfg),
-                                sampler=sampler.state_dict())
+                checkpoint(step)
                 break
             lr = lr_cosine_schedule(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             total = 0.0
-            for _ in range(cfg.grad_accum):
+            for micro in range(cfg.grad_accum):
+                if ddp is not None:
+                    ddp.sync = micro == cfg.grad_accum - 1  # all-reduce once, during the last backward
                 x, y = sampler.next()
                 with autocast():
                     loss = loss_fn(step_model(x), y) / cfg.grad_accum
                 loss.backward()
                 total += float(loss.detach())
+            if ddp is not None:
+                ddp.finish_gradient_synchronization()
+                t = torch.tensor([total], device=device)
+                dist.all_reduce(t)
+                total = float(t) / world
             norm = clip_gradients(model.parameters(), cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -166,17 +213,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             dt, t_last = now - t_last, now
             row = {"step": step + 1, "loss": total, "lr": lr, "grad_norm": norm, "tokens": (step + 1) * tokens_per_step,
                    "tokens_per_s": tokens_per_step / dt, "mfu": (flops_per_step / dt / peak) if peak else None}
-            if val_ds is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            if rank == 0 and val_ds is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 row["val_loss"] = evaluate(model, val_ds, cfg, device, autocast)
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
             history.append(row)
             bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                save_checkpoint(model, opt, step + 1, ckpt, config=asdict(cfg), model_config=asdict(mcfg),
-                                sampler=sampler.state_dict())
+                checkpoint(step + 1)
     finally:
         metrics.close()
+    if rank != 0:
+        return {"rank": rank, "losses": [r["loss"] for r in history]}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     plot_losses(rows, out / "loss.png")
     final = rows[-1] if rows else {}
@@ -214,6 +262,34 @@ def unigram_entropy(ds: TokenDataset) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def _ray_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: the process group (gloo on CPU, NCCL on GPUs) is already set up by TorchTrainer."""
+    from pipelines.config import build
+
+    train(build(TrainConfig, config["cfg"]))
+
+
+def launch(cfg: TrainConfig, num_workers: int, use_gpu: bool) -> dict[str, Any]:
+    """Data-parallel training as a Ray Train job: one worker per GPU (or CPU slot), the project's DDP inside."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.curate import init_ray
+
+    init_ray(None)
+    out = Path(cfg.output).resolve()
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"cfg": {**asdict(cfg), "output": str(out), "shards": str(Path(cfg.shards).resolve())}},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(out / "ray"), name="pretrain"),
+    )
+    trainer.fit()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return {"output": str(out), "workers": num_workers, "steps": rows[-1]["step"] if rows else 0,
+            "final_loss": rows[-1]["loss"] if rows else None, "losses": [r["loss"] for r in rows]}
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain") -> int:
     p = argparse.ArgumentParser(prog=prog, description="Pretrain a TransformerLM on sift token shards.")
     p.add_argument("--shards", help="a sift tokenize output folder (or a flat uint16 token file)")
@@ -222,6 +298,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
     p.add_argument("--steps", type=int)
     p.add_argument("--config", "-c")
     p.add_argument("--resume", action="store_true", default=None)
+    p.add_argument("--num-workers", type=int, default=1, help="data-parallel workers, launched with Ray Train when > 1")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker (NCCL); else gloo on CPU")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     try:
@@ -229,7 +307,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
         for key in ("shards", "output", "preset", "steps", "resume"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        result = train(resolve(TrainConfig, args.config, overrides))
+        cfg = resolve(TrainConfig, args.config, overrides)
+        result = launch(cfg, args.num_workers, args.use_gpu) if args.num_workers > 1 else train(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,121 @@
+"""Data parallelism written by the project (CS336 assignment 2 style): bucketed gradient all-reduce overlapped with
+the backward pass, and optimizer-state sharding (ZeRO-1).
+
+    model = DDPBucketed(model, bucket_mb=25)          # broadcasts rank 0's parameters at construction
+    loss.backward()                                   # buckets are all-reduced asynchronously as they fill
+    model.finish_gradient_synchronization()           # wait, average
+    opt = ShardedOptimizer(model.parameters(), AdamW, lr=...)   # each rank keeps the state of its shard only
+
+Works with any torch.distributed backend (gloo on CPU, NCCL on GPUs); the process group is created by the
+launcher (Ray Train's TorchTrainer, torchrun, or `torch.multiprocessing` in tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+class DDPBucketed(nn.Module):
+    def __init__(self, module: nn.Module, bucket_mb: float = 25.0):
+        super().__init__()
+        self.module = module
+        self.world = dist.get_world_size()
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t, src=0)
+        params = [p for p in module.parameters() if p.requires_grad]
+        # buckets in reverse order of registration: gradients of the last layers are ready first in backward
+        limit = bucket_mb * 1024 * 1024
+        self.buckets: list[list[nn.Parameter]] = [[]]
+        size = 0
+        for p in reversed(params):
+            nbytes = p.numel() * p.element_size()
+            if self.buckets[-1] and size + nbytes > limit:
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += nbytes
+        self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self._pending = [0] * len(self.buckets)
+        self._handles: list[tuple[Any, torch.Tensor, int]] = []
+        self.sync = True
+        """False during the first micro-batches of a gradient-accumulation step: gradients only accumulate locally."""
+        self._reset()
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._grad_ready)
+
+    def _reset(self) -> None:
+        self._pending = [len(b) for b in self.buckets]
+        self._handles = []
+
+    def _grad_ready(self, p: nn.Parameter) -> None:
+        if not self.sync:
+            return
+        i = self._bucket_of[id(p)]
+        self._pending[i] -= 1
+        if self._pending[i] == 0:  # the whole bucket is ready: all-reduce it while backward continues
+            flat = _flatten_dense_tensors([q.grad for q in self.buckets[i]])
+            self._handles.append((dist.all_reduce(flat, async_op=True), flat, i))
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def finish_gradient_synchronization(self) -> None:
+        for handle, flat, i in self._handles:
+            handle.wait()
+            flat.div_(self.world)
+            for q, g in zip(self.buckets[i], _unflatten_dense_tensors(flat, [q.grad for q in self.buckets[i]])):
+                q.grad.copy_(g)
+        if any(self._pending):  # parameters that got no gradient this step: reduce what exists, synchronously
+            for i, left in enumerate(self._pending):
+                if left:
+                    for q in self.buckets[i]:
+                        if q.grad is None:
+                            q.grad = torch.zeros_like(q)
+                        dist.all_reduce(q.grad)
+                        q.grad.div_(self.world)
+        self._reset()
+
+
+class ShardedOptimizer(torch.optim.Optimizer):
+    """ZeRO-1: rank r updates (and keeps optimizer state for) only the parameters assigned to it, then every
+    parameter is broadcast from its owner. Assignment: greedy by size, so shards hold similar bytes."""
+
+    def __init__(self, params, optimizer_cls: type[torch.optim.Optimizer], **kwargs: Any):
+        self.all_params = [p for p in params]
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        load = [0] * self.world
+        self.owner: dict[int, int] = {}
+        for p in sorted(self.all_params, key=lambda t: -t.numel()):
+            r = min(range(self.world), key=lambda k: load[k])
+            self.owner[id(p)] = r
+            load[r] += p.numel()
+        mine = [p for p in self.all_params if self.owner[id(p)] == self.rank]
+        self.local = optimizer_cls(mine or [torch.nn.Parameter(torch.zeros(0))], **kwargs)
+        super().__init__(self.all_params, kwargs)
+        self.param_groups = self.local.param_groups  # the schedule sets lr on these
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self.local.step(closure)
+        for p in self.all_params:
+            dist.broadcast(p.data, src=self.owner[id(p)])
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.all_params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def state_dict(self):
+        return self.local.state_dict()
+
+    def load_state_dict(self, state):
+        self.local.load_state_dict(state)
