@@ -13,6 +13,7 @@ COMMANDS = {
     "train-tokenizer": "training.tokenizer",
     "stats": "pipelines.report",
     "pretrain": "training.pretrain",
+    "generate": "training.sample",
 }
 
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             "  train-tokenizer   train a byte-level BPE tokenizer on a curated run or text files\n"
             "  tokenize          tokenize a curate/dedup run into memory-mappable Arrow token shards\n"
             "  stats             funnel, languages, quality, domains, tokens and dedup of a run (+ HTML report)\n"
-            "  pretrain          train the TransformerLM on a tokenize run's shards (one process; --resume)\n"
+            "  pretrain          train the TransformerLM on a tokenize run's shards (--num-workers N: Ray Train DDP)\n"
+            "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib

@@ -135,7 +135,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(shards, tmp_path):
     assert (tmp_path / "b" / "loss.png").stat().st_size > 5000
 
 
-def test_tiny_model_learns_the_curated_text(shards, tmp_path):
+def test_tiny_model_learns_the_curated_text(shards, tmp_path, capsys):
     """A few hundred steps on CPU take the loss well below the unigram entropy of the tokens."""
     result = train(_cfg(shards, tmp_path / "m", steps=300, batch_size=16, context_length=64, eval_every=100,
                         max_lr=5e-3, warmup_steps=20))
@@ -144,6 +144,13 @@ def test_tiny_model_learns_the_curated_text(shards, tmp_path):
     assert result["losses"][0] > entropy  # it starts above (a random model is worse than unigram)
     assert final < 0.8 * entropy, (final, entropy)
     assert result["val_loss"] < entropy
+    # sift generate: the tokenizer is found through the shards' manifest
+    from training.sample import main as generate_main
+
+    assert generate_main(["--checkpoint", str(tmp_path / "m" / "checkpoint.pt"), "--prompt", "Once upon a time",
+                          "--max-new-tokens", "20", "--num-samples", "2", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("--- sample") == 2 and printed.count("Once upon a time") == 2
 
 
 def test_ray_train_two_cpu_workers(shards, tmp_path):
