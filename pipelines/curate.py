@@ -40,6 +40,7 @@ from operators.warc import ReadConfig, iter_warc
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve
 from pipelines.io import OutputDir, list_inputs, open_input
+from pipelines.layout import DOCS_DIR, EXCLUSIONS_DIR, STATS_DIR, init_ray  # noqa: F401 (re-exported)
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
 from pipelines.stages import (
@@ -56,9 +57,6 @@ from pipelines.stages import (
     touch,
 )
 
-DOCS_DIR = "documents"  # only Parquet shards (+ _SUCCESS): readable as one dataset by pyarrow / Ray Data
-EXCLUSIONS_DIR = "exclusions"  # with write_exclusions: removed documents with stage and reason
-STATS_DIR = "shard_stats"  # <shard>.json per shard; written last, so it marks the unit complete
 STAGE_ORDER = ("read", "blocklist", "extract", "langid", "gopher", "c4", "fineweb", "quality", "nsfw", "toxic", "pii")
 
 
@@ -217,19 +215,6 @@ class CurateShard:
             "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0,
         }
-
-
-def init_ray(num_cpus: int | None) -> None:
-    """Connect to RAY_ADDRESS (a cluster, or the job's own under `ray job submit`), else start a
-    local Ray sized to this machine (or to `num_cpus`)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
 
 
 def run(cfg: CurateConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import stats as statslib
-from pipelines.curate import DOCS_DIR, STATS_DIR
+from pipelines.layout import DOCS_DIR, STATS_DIR
 from pipelines.curate import STAGE_ORDER as CURATE_ORDER
 from pipelines.dedup import REMOVED_DIR
 from pipelines.dedup import STAGE_ORDER as DEDUP_ORDER

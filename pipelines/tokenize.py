@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from operators.tokenizer import Tokenizer
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve
-from pipelines.curate import DOCS_DIR, STATS_DIR, init_ray
+from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray
 from pipelines.io import OutputDir
 from pipelines.run_info import run_metadata
 

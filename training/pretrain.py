@@ -236,7 +236,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     if not rows:
         return
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare GPU image: metrics.jsonl has the numbers, plot them elsewhere
+        print("matplotlib is not installed: no loss.png", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -274,7 +278,7 @@ def launch(cfg: TrainConfig, num_workers: int, use_gpu: bool) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.curate import init_ray
+    from pipelines.layout import init_ray
 
     init_ray(None)
     out = Path(cfg.output).resolve()
