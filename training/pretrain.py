@@ -2,12 +2,14 @@
 
     sift pretrain --shards runs/demo-tokens --output runs/demo-model --preset tiny --steps 300
     python -m training.pretrain --shards ... --resume      # continue bit for bit from the last checkpoint
+    sift pretrain ... --num-workers 4 --use-gpu            # data parallel on Ray Train (one worker per GPU)
+    torchrun --nproc-per-node 2 -m training.pretrain ...   # the same without Ray
 
 One process (CPU, or one GPU with bf16 autocast and optional torch.compile). Per step: `grad_accum` micro-batches
 from a seeded, resumable sampler; the project's `cross_entropy`, `clip_gradients`, `AdamW` and cosine schedule.
 Writes <output>/metrics.jsonl (loss, lr, grad norm, tokens/s, MFU on GPUs), periodic validation loss,
 checkpoints (model, optimizer, step, config, sampler position, RNG states; atomic) and loss.png.
-Multi-worker data parallelism (Ray Train) is not built yet.
+With several workers (Ray Train or torchrun) the project's DDP (training/ddp.py) synchronises gradients.
 """
 
 from __future__ import annotations
@@ -312,7 +314,21 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         cfg = resolve(TrainConfig, args.config, overrides)
-        result = launch(cfg, args.num_workers, args.use_gpu) if args.num_workers > 1 else train(cfg)
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun: join its process group
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group(backend)
+            try:
+                result = train(cfg)
+            finally:
+                dist.destroy_process_group()
+            if int(os.environ["RANK"]) != 0:
+                return 0
+        else:
+            result = launch(cfg, args.num_workers, args.use_gpu) if args.num_workers > 1 else train(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
