@@ -69,6 +69,9 @@ class DedupConfig:
     """A verified cluster larger than this stops the run (a guard against runaway merging) unless
     allow_large_clusters is set."""
     allow_large_clusters: bool = False
+    distributed_cc_min_edges: int = 2_000_000
+    """Verified edge lists at least this long get their connected components by label propagation on Ray Data
+    (hash-partitioned, never on one node) instead of union-find on the driver. 0 = always distributed."""
     max_source_loss: float = 0.9
     """Stop (before writing anything) when dedup would remove more than this share of one source file's
     documents, unless allow_source_loss is set: a runaway merge looks exactly like that."""
@@ -241,6 +244,8 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
     attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
     verified = attached.groupby("pair", num_partitions=partitions).map_groups(
         functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
+    if verified.count() >= cfg.distributed_cc_min_edges:
+        return distributed_components(verified, keys_by_place, cfg, partitions)
     edges = [(r["a"], r["b"], r["similarity"]) for r in verified.iter_rows()]
     places = sorted({p for a, b, _ in edges for p in (a, b)})
     index = {p: i for i, p in enumerate(places)}
@@ -254,12 +259,7 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
     for component in uf.components():
         if len(component) < 2:
             continue
-        if len(component) > cfg.max_cluster_size and not cfg.allow_large_clusters:
-            raise ValueError(
-                f"a near-duplicate cluster has {len(component)} documents (> max_cluster_size "
-                f"{cfg.max_cluster_size}); refusing to drop them. Inspect it, raise the limit or set "
-                "allow_large_clusters=true"
-            )
+        _guard_cluster(len(component), cfg)
         members = sorted(component, key=lambda i: keys_by_place[places[i]])
         keeper = keys_by_place[places[members[0]]][2]
         for i in members[1:]:
@@ -445,6 +445,97 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
             doc_ids = {r["place"]: r["doc_id"] for r in old.filter(lambda r: r["place"] in matched).iter_rows()}
             for place, (sim, b) in best.items():
                 removals[place] = (doc_ids[b], 2, sim, "index_dedup", "near_duplicate_of_index")
+    return removals
+
+
+def _guard_cluster(size: int, cfg: "DedupConfig") -> None:
+    if size > cfg.max_cluster_size and not cfg.allow_large_clusters:
+        raise ValueError(
+            f"a near-duplicate cluster has {size} documents (> max_cluster_size "
+            f"{cfg.max_cluster_size}); refusing to drop them. Inspect it, raise the limit or set "
+            "allow_large_clusters=true"
+        )
+
+
+_LABEL_SCHEMA = pa.schema([("node", pa.string()), ("nb", pa.string()), ("sim", pa.float64()), ("lq", pa.float64()),
+                           ("ld", pa.int64()), ("lid", pa.string()), ("lplace", pa.string()), ("kind", pa.string())])
+
+
+def _adjacency(batch: pa.Table) -> pa.Table:
+    a, b, sim = batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("similarity").to_pylist()
+    n = len(a)
+    return pa.table({"node": a + b, "nb": b + a, "sim": sim + sim, "lq": [None] * 2 * n, "ld": [None] * 2 * n,
+                     "lid": [None] * 2 * n, "lplace": [None] * 2 * n, "kind": ["edge"] * 2 * n}, schema=_LABEL_SCHEMA)
+
+
+def _initial_labels(group: pa.Table, keys: dict) -> pa.Table:
+    """One node's adjacency rows -> its own label: its keeper rank (-quality, date, doc_id) and place."""
+    node = group.column("node")[0].as_py()
+    q, d, doc = keys[node]
+    return pa.table({"node": [node], "nb": [None], "sim": [max(group.column("sim").to_pylist())], "lq": [q], "ld": [d],
+                     "lid": [doc], "lplace": [node], "kind": ["label"]}, schema=_LABEL_SCHEMA)
+
+
+def _send_labels(group: pa.Table) -> pa.Table:
+    """A node's label row and adjacency rows -> its label sent to itself and to every neighbour."""
+    rows = group.to_pylist()
+    label = next(r for r in rows if r["kind"] == "label")
+    targets = [label["node"]] + [r["nb"] for r in rows if r["kind"] == "edge"]
+    return pa.table({"node": targets, "nb": [None] * len(targets), "sim": [None] * len(targets),
+                     "lq": [label["lq"]] * len(targets), "ld": [label["ld"]] * len(targets),
+                     "lid": [label["lid"]] * len(targets), "lplace": [label["lplace"]] * len(targets),
+                     "kind": ["self"] + ["msg"] * (len(targets) - 1)}, schema=_LABEL_SCHEMA)
+
+
+def _min_label(group: pa.Table) -> pa.Table:
+    """Messages to one node -> its new label (the smallest rank seen), flagged when it changed."""
+    rows = group.to_pylist()
+    own = next(r for r in rows if r["kind"] == "self")
+    best = min(rows, key=lambda r: (r["lq"], r["ld"], r["lid"], r["lplace"]))
+    changed = best["lplace"] != own["lplace"]
+    return pa.table({"node": [own["node"]], "nb": [None], "sim": [None], "lq": [best["lq"]], "ld": [best["ld"]],
+                     "lid": [best["lid"]], "lplace": [best["lplace"]], "kind": ["changed" if changed else "label"]},
+                    schema=_LABEL_SCHEMA)
+
+
+def _relabel(batch: pa.Table) -> pa.Table:
+    return batch.set_column(batch.schema.get_field_index("kind"), "kind", pa.array(["label"] * batch.num_rows, pa.string()))
+
+
+def distributed_components(verified, keys_by_place: dict[str, tuple], cfg: "DedupConfig", partitions: int,
+                           max_iterations: int = 100) -> dict[str, tuple]:
+    """Connected components of the verified graph by min-label propagation on Ray Data.
+
+    Every node starts labelled with its own keeper rank; each round, every node sends its label to its neighbours
+    (a groupby on node of adjacency + label rows) and keeps the smallest it receives (a second groupby). After
+    as many rounds as the largest component's diameter, every node carries its component's keeper. No step
+    holds more than one node's neighbourhood."""
+    import ray
+
+    adjacency = verified.map_batches(_adjacency, batch_format="pyarrow").materialize()
+    keys_ref = ray.put(keys_by_place)
+
+    def init(group: pa.Table) -> pa.Table:
+        return _initial_labels(group, ray.get(keys_ref))
+
+    labels = adjacency.groupby("node", num_partitions=partitions).map_groups(init, batch_format="pyarrow").materialize()
+    best_sim = {r["node"]: r["sim"] for r in labels.iter_rows()}
+    for _ in range(max_iterations):
+        sent = adjacency.union(labels).groupby("node", num_partitions=partitions).map_groups(_send_labels, batch_format="pyarrow")
+        labels = sent.groupby("node", num_partitions=partitions).map_groups(_min_label, batch_format="pyarrow").materialize()
+        if labels.filter(lambda r: r["kind"] == "changed").count() == 0:
+            break
+        labels = labels.map_batches(_relabel, batch_format="pyarrow").materialize()
+    else:
+        raise RuntimeError(f"connected components did not converge in {max_iterations} rounds")
+    final = [(r["node"], r["lid"], r["lplace"]) for r in labels.iter_rows()]
+    sizes: Counter = Counter(lplace for _, _, lplace in final)
+    removals: dict[str, tuple] = {}
+    for lplace, size in sizes.items():
+        _guard_cluster(size, cfg)
+    for node, lid, lplace in final:
+        if node != lplace:
+            removals[node] = (lid, sizes[lplace], best_sim[node], "fuzzy_dedup", "near_duplicate")
     return removals
 
 

@@ -84,3 +84,21 @@ def test_index_with_other_settings_is_refused(ray_local, tmp_path):
         dedup.run(DedupConfig(input=str(old), output=str(tmp_path / "x"), num_perm=64, index=str(tmp_path / "old-dedup")))
     with pytest.raises(ValueError, match="no finished dedup index"):
         dedup.run(DedupConfig(input=str(old), output=str(tmp_path / "y"), index=str(tmp_path)))
+
+
+def test_distributed_connected_components_equal_union_find(ray_local, tmp_path):
+    """Label propagation on Ray Data (forced with distributed_cc_min_edges=0) removes exactly the documents, with
+    the same kept twins and cluster sizes, as union-find on the driver: the 11 MIT variants form one cluster."""
+    run = _documents_run(tmp_path / "docs", sorted(LIC.glob("*.txt")) + [FIXTURES / "text" / "cs336-address.txt"])
+
+    def removed(out: str, **kw) -> dict:
+        dedup.run(DedupConfig(input=str(run), output=str(tmp_path / out), lines=False, documents=False, **kw))
+        rows = pads.dataset(tmp_path / out / "dedup_removed", format="parquet").to_table().to_pylist()
+        return {r["doc_id"]: (r["kept_doc_id"], r["cluster_size"]) for r in rows}
+
+    local = removed("uf")
+    distributed = removed("lp", distributed_cc_min_edges=0)
+    assert distributed == local
+    mit = [p.stem for p in MIT]
+    assert len(mit) == 11 and sum(1 for d in mit if d in local) == 10
+    assert {v for v in local.values()} >= {(min(mit), 11)}
