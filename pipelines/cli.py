@@ -14,6 +14,7 @@ COMMANDS = {
     "stats": "pipelines.report",
     "pretrain": "training.pretrain",
     "generate": "training.sample",
+    "scaling": "training.scaling",
 }
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             "  stats             funnel, languages, quality, domains, tokens and dedup of a run (+ HTML report)\n"
             "  pretrain          train the TransformerLM on a tokenize run's shards (--num-workers N: Ray Train DDP)\n"
             "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
+            "  scaling fit       IsoFLOP + parametric scaling-law fits of training runs, with bootstrap intervals\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
