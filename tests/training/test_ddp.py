@@ -3,9 +3,6 @@ the same global batch, with bucketed overlapped all-reduce and with ZeRO-1 shard
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -40,8 +37,9 @@ def _single() -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, zero: bool, bucket_mb: float, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, zero: bool, bucket_mb: float, out: str) -> None:
+    # a file rendezvous: no TCP port to race for with the Ray processes of the same test session
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(rank)  # different init on purpose: DDP must broadcast rank 0's weights
     model = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
     if rank == 0:
@@ -61,16 +59,10 @@ def _worker(rank: int, world: int, port: int, zero: bool, bucket_mb: float, out:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("zero, bucket_mb", [(False, 0.05), (True, 1.0)])
 def test_two_gloo_workers_equal_single_process(tmp_path, zero, bucket_mb):
     out = str(tmp_path / "state")
-    mp.spawn(_worker, args=(2, _free_port(), zero, bucket_mb, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), zero, bucket_mb, out), nprocs=2, join=True)
     a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     ref = _single()
     for k in ref:
