@@ -125,3 +125,34 @@ def config_hash(obj: Any) -> str:
         obj = dataclasses.asdict(obj)
     blob = json.dumps(obj, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def stage_main(argv: list[str] | None, prog: str, description: str, cls: type[T], run, format_summary,
+               input_help: str, extra: list[tuple[str, dict[str, Any]]] = ()) -> int:
+    """The command line of a corpus-wide stage (`--input`, `--output`, `--config`, `--num-cpus`, `--set`, `--json`,
+    plus `extra` flags): flags override the YAML file, which overrides the defaults; ValueError -> exit code 2."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--input", "-i", help=input_help)
+    p.add_argument("--output", "-o")
+    for flags, kwargs in extra:
+        p.add_argument(*flags.split(), **kwargs)
+    p.add_argument("--config", "-c")
+    p.add_argument("--num-cpus", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    try:
+        overrides = parse_set(args.set)
+        for key, value in vars(args).items():
+            if key in fields and value is not None:
+                overrides[key] = value
+        summary = run(resolve(cls, args.config, overrides))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ import pyarrow.parquet as pq
 
 from operators.exact import document_hash, line_hashes, remove_lines
 from pipelines import stats as statslib
-from pipelines.config import config_hash, parse_set, resolve
+from pipelines.config import config_hash, stage_main
 from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray
 from pipelines.io import OutputDir
 from pipelines.run_info import run_metadata
@@ -743,25 +742,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m pipelines.dedup") -> int:
-    p = argparse.ArgumentParser(prog=prog, description="Exact document and line deduplication of a curate run.")
-    p.add_argument("--input", "-i", help="a finished sift curate output folder")
-    p.add_argument("--output", "-o")
-    p.add_argument("--config", "-c")
-    p.add_argument("--num-cpus", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        overrides = parse_set(args.set)
-        for key in ("input", "output", "num_cpus"):
-            if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
-        summary = run(resolve(DedupConfig, args.config, overrides))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    return stage_main(argv, prog, "Exact, near-duplicate and line deduplication of a curate run.", DedupConfig, run,
+                      format_summary, "a finished sift curate output folder")
 
 
 def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160) -> str:

@@ -22,9 +22,7 @@ Output layout (`tokens/manifest.json` lists every shard with its token/document 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import sys
 import time
 from collections import Counter
@@ -38,8 +36,8 @@ import pyarrow.parquet as pq
 
 from operators.tokenizer import Tokenizer
 from pipelines import stats as statslib
-from pipelines.config import config_hash, parse_set, resolve
-from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray
+from pipelines.config import config_hash, stage_main
+from pipelines.layout import DOCS_DIR, init_ray
 from pipelines.io import OutputDir
 from pipelines.run_info import run_metadata
 
@@ -406,27 +404,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m pipelines.tokenize") -> int:
-    p = argparse.ArgumentParser(prog=prog, description="Tokenize a curate/dedup run into Arrow IPC token shards.")
-    p.add_argument("--input", "-i", help="a finished sift curate or dedup output folder")
-    p.add_argument("--output", "-o")
-    p.add_argument("--tokenizer", "-t", help="`gpt2` (default) or a `sift train-tokenizer` folder")
-    p.add_argument("--shard-tokens", type=int)
-    p.add_argument("--config", "-c")
-    p.add_argument("--num-cpus", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        overrides = parse_set(args.set)
-        for key in ("input", "output", "tokenizer", "shard_tokens", "num_cpus"):
-            if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
-        summary = run(resolve(TokenizeConfig, args.config, overrides))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    return stage_main(argv, prog, "Tokenize a curate/dedup run into Arrow IPC token shards.", TokenizeConfig, run,
+                      format_summary, "a finished sift curate or dedup output folder", extra=[
+                          ("--tokenizer -t", {"help": "`gpt2` (default) or a `sift train-tokenizer` folder"}),
+                          ("--shard-tokens", {"type": int}),
+                      ])
 
 
 if __name__ == "__main__":
