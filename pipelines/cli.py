@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             "  pretrain          train the TransformerLM on a tokenize run's shards (--num-workers N: Ray Train DDP)\n"
             "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
             "  scaling fit       IsoFLOP + parametric scaling-law fits of training runs, with bootstrap intervals\n"
+            "  scaling sweep     plan and run an IsoFLOP sweep (one Ray task per run) on a tokenize run, then fit it\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
