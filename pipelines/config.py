@@ -37,6 +37,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping, got {value!r}")
         return build(tp, value, prefix=f"{key}.")
+    if origin is list:
+        items = [value] if isinstance(value, (str, int, float, dict)) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, key) for v in items]
     if origin is tuple:
         items = [value] if isinstance(value, (str, int, float)) else value
         if not isinstance(items, (list, tuple)):

@@ -33,9 +33,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
+def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int,
                     out: str | os.PathLike | IO[bytes], **extra: Any) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+    """`optimizer` None: its state lives elsewhere (ZeRO-1 writes one shard per rank next to the checkpoint)."""
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer is not None else None,
+               "iteration": iteration,
                "rng": rng_states(), **extra}
     if isinstance(out, (str, os.PathLike)):
         path = os.fspath(out)
@@ -58,6 +60,8 @@ def load_checkpoint(src: str | os.PathLike | IO[bytes], model: torch.nn.Module, 
     payload = torch.load(src, map_location="cpu", weights_only=False)
     model.load_state_dict(payload["model"])
     if optimizer is not None:
+        if payload["optimizer"] is None:
+            raise ValueError("the checkpoint holds no optimizer state (a ZeRO-1 run keeps it in optimizer-rank*.pt)")
         optimizer.load_state_dict(payload["optimizer"])
     if restore_rng and "rng" in payload:
         set_rng_states(payload["rng"])

@@ -102,9 +102,21 @@ class ShardedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Update the own shard, then one broadcast per (owner, dtype): every rank's parameters flattened into a single
+        buffer (one collective per rank instead of one per parameter, which is latency-bound on NCCL)."""
         loss = self.local.step(closure)
+        groups: dict[tuple[int, torch.dtype], list[torch.Tensor]] = {}
         for p in self.all_params:
-            dist.broadcast(p.data, src=self.owner[id(p)])
+            groups.setdefault((self.owner[id(p)], p.dtype), []).append(p)
+        pending = []
+        for (src, _), params in groups.items():
+            flat = _flatten_dense_tensors([p.data for p in params])
+            pending.append((dist.broadcast(flat, src=src, async_op=True), flat, src, params))
+        for handle, flat, src, params in pending:
+            handle.wait()
+            if src != self.rank:
+                for p, t in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
+                    p.data.copy_(t)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -152,7 +152,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         (out / "metrics.jsonl").unlink()
     if distributed:
         dist.barrier()
-    step_model = torch.compile(ddp or model) if cfg.compile else (ddp or model)
+    step_model = ddp or model
+    if cfg.compile and ddp is not None:
+        # one compiled region per block: its gradients appear (and their buckets are all-reduced) when its backward
+        # ends, overlapping with the blocks still in backward; a whole-model graph would yield all gradients at once
+        for layer in model.layers:
+            layer.compile()
+    elif cfg.compile:
+        step_model = torch.compile(model)
     loss_fn = torch.compile(cross_entropy) if cfg.compile else cross_entropy  # fused: no fp32 logits copies
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum * world
@@ -173,7 +180,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if distributed and cfg.zero1:
             torch.save(opt.state_dict(), shard_file)
         if rank == 0:
-            save_checkpoint(model, opt if not (distributed and cfg.zero1) else torch.optim.SGD([torch.zeros(1)], lr=0.0),
+            save_checkpoint(model, None if (distributed and cfg.zero1) else opt,
                             step_done, ckpt, config=asdict(cfg), model_config=asdict(mcfg), samplers=samplers,
                             sampler=samplers[0])
         if distributed:

@@ -106,7 +106,18 @@ def test_shipped_configs_resolve(path):
     """Every YAML in configs/ is valid against the current config classes (a renamed field must not
     break the README's demo command)."""
     from pipelines.tokenize import TokenizeConfig
+    from training.sweep import SweepConfig
 
-    cls = TokenizeConfig if path.name.endswith("-tokenize.yaml") else CurateConfig
+    cls = TokenizeConfig if path.name.endswith("-tokenize.yaml") else SweepConfig if path.name.startswith("sweep") else CurateConfig
     cfg = resolve(cls, str(path))
-    assert cfg.input if cls is CurateConfig else cfg.tokenizer
+    assert cfg.input if cls is CurateConfig else cfg.tokenizer if cls is TokenizeConfig else cfg.budgets
+
+
+def test_lists_of_numbers_accept_yaml_1_1_exponents():
+    """PyYAML reads 1.0e11 (no exponent sign) as a string; list[float] fields coerce every item."""
+    from training.sweep import SweepConfig
+
+    cfg = resolve(SweepConfig, None, parse_set(["budgets=[1.0e11, 3e11, 2.5e+12]"]))
+    assert cfg.budgets == [1e11, 3e11, 2.5e12]
+    with pytest.raises(ValueError, match="budgets: expected a number"):
+        resolve(SweepConfig, None, parse_set(["budgets=[1e11, lots]"]))
