@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None, prog: str = "sift scaling sweep") -> int
     except ValueError as exc:  # e.g. fewer than 3 successful runs at a budget
         print(f"no fit: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:  # a bare GPU image without scipy: the table is complete, fit it elsewhere
+        print(f"no fit here ({exc}); run `sift scaling fit {result['table']}` where scipy is installed", file=sys.stderr)
     return 1 if result["failed"] else 0
 
 
