@@ -64,9 +64,13 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     opt = ShardedOptimizer(model.parameters(), AdamW, **kw) if mode == "zero1" else AdamW(model.parameters(), **kw)
     loss_fn = cross_entropy
+    fwd = ddp
     if args.compile:
-        for layer in model.layers:
-            layer.compile()
+        if args.compile_mode == "blocks":
+            for layer in model.layers:
+                layer.compile()
+        else:  # one graph: gradients all appear at the end of backward (no overlap), more fusion
+            fwd = torch.compile(ddp)
         loss_fn = torch.compile(cross_entropy)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     g = torch.Generator(device=device).manual_seed(1000 + rank)
@@ -76,7 +80,7 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     def step(sync: bool = True):
         ddp.sync = sync
         with autocast:
-            loss = loss_fn(ddp(x), y)
+            loss = loss_fn(fwd(x), y)
         loss.backward()
         if sync:
             ddp.finish_gradient_synchronization()
@@ -108,7 +112,7 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     ft = forward_flops_per_token(cfg, ctx)
     mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     row = {"model": mname, "mode": mode, "world": world, "per_gpu_batch": batch, "context": ctx,
-           "params": parameter_count(cfg), "compile": args.compile, "buckets": len(ddp.buckets),
+           "params": parameter_count(cfg), "compile": args.compile_mode if args.compile else False, "buckets": len(ddp.buckets),
            "tokens_per_s": tps, "tokens_per_s_per_gpu": tps / world, "mfu": tps / world * 3 * ft / PEAK,
            "step_ms": step_s * 1e3, "nosync_ms": nosync_s * 1e3, "exposed_comm_ms": (step_s - nosync_s) * 1e3,
            "allreduce_ms": allreduce_s * 1e3, "opt_ms": opt_s * 1e3, "max_mem_gb": mem,
@@ -127,15 +131,15 @@ def summarize(folder: Path) -> int:
     if not rows:
         print(f"no ddp_scaling-*.json under {folder}", file=sys.stderr)
         return 2
-    base = {(r["model"], r["mode"]): r["tokens_per_s"] for r in rows if r["world"] == 1}
-    print(f"{'model':<12} {'mode':<6} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
+    base = {(r["model"], r["mode"], r["compile"]): r["tokens_per_s"] for r in rows if r["world"] == 1}
+    print(f"{'model':<12} {'mode':<6} {'compile':<7} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
           f"{'exposed comm':>12} {'all-reduce':>10} {'opt ms':>7} {'mem GB':>6}")
-    for r in sorted(rows, key=lambda r: (r["model"], r["mode"], r["world"])):
-        b = base.get((r["model"], r["mode"]))
+    for r in sorted(rows, key=lambda r: (r["model"], r["mode"], str(r["compile"]), r["world"])):
+        b = base.get((r["model"], r["mode"], r["compile"]))
         r["efficiency"] = r["tokens_per_s"] / (r["world"] * b) if b else None
         eff = f"{100 * r['efficiency']:5.1f}%" if r["efficiency"] else "   n/a"
         mem = f"{r['max_mem_gb']:6.1f}" if r.get("max_mem_gb") else "     -"
-        print(f"{r['model']:<12} {r['mode']:<6} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
+        print(f"{r['model']:<12} {r['mode']:<6} {str(r['compile']):<7} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
               f"{100 * r['mfu']:5.1f}% {eff} {r['step_ms']:8.1f} {r['exposed_comm_ms']:9.1f} ms {r['allreduce_ms']:7.1f} ms "
               f"{r['opt_ms']:7.1f} {mem}")
     (folder / "ddp_scaling.json").write_text(json.dumps(rows, indent=1))
@@ -152,6 +156,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=0, help="per-GPU batch (default: 32 small, 16 medium)")
     p.add_argument("--bucket-mb", type=float, default=25.0)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", choices=["blocks", "model"], default="blocks",
+                   help="blocks: each transformer block compiled on its own (overlaps all-reduce); model: one graph")
+    p.add_argument("--tag", default="", help="suffix of the result file (to keep variants apart)")
     p.add_argument("--attention", default=None, help="model attention kind (default: the preset's auto)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--summarize", metavar="DIR")
@@ -180,7 +187,7 @@ def main() -> int:
                     print(json.dumps(row), flush=True)
                     out = Path(args.out)
                     out.mkdir(parents=True, exist_ok=True)
-                    (out / f"ddp_scaling-{world}.json").write_text(json.dumps([r for r in rows if "error" not in r], indent=1))
+                    (out / f"ddp_scaling-{world}{args.tag}.json").write_text(json.dumps([r for r in rows if "error" not in r], indent=1))
     finally:
         dist.destroy_process_group()
     return 0

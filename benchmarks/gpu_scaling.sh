@@ -24,13 +24,18 @@ case "${1:-weak}" in
     ;;
   sweep)
     start=$(date +%s)
-    python3 -m training.sweep --config configs/sweep-gpu.yaml --set "output=$OUT/sweep-gpu" 2>&1 | grep -v "WARNING\|INFO" | tail -30
+    python3 -m training.sweep --config configs/sweep-gpu.yaml --set "output=$OUT/sweep-gpu" 2>&1 | grep -v "WARNING\|INFO\|Warning\|warn" | tail -30
     echo "sweep wall: $(( $(date +%s) - start )) s on $NGPU GPU(s)" | tee "$OUT/sweep-wall.txt"
+    mkdir -p "$OUT/sweep-metrics"   # per-run loss curves, flat (checkpoints stay behind)
+    for d in "$OUT"/sweep-gpu/runs/*/; do cp "$d/metrics.jsonl" "$OUT/sweep-metrics/$(basename "$d").jsonl"; done
+    rm -rf "$OUT/sweep-gpu/runs"
     start=$(date +%s)
-    python3 -m training.pretrain --shards runs/sweep-tokens --output "$OUT/pretrain-ray" --preset gpt2-small \
+    rm -rf runs/pretrain-ray
+    python3 -m training.pretrain --shards runs/sweep-tokens --output runs/pretrain-ray --preset gpt2-small \
       --steps "${PRETRAIN_STEPS:-60}" --num-workers "$NGPU" --use-gpu --set batch_size=16 --set context_length=1024 \
       --set compile=true --set eval_every=30 --set checkpoint_every=60 --set warmup_steps=10 --set max_lr=6e-4 \
       --set min_lr=6e-5 2>&1 | grep -v "WARNING\|INFO" | tail -15
     echo "ray train wall: $(( $(date +%s) - start )) s on $NGPU GPU(s)" | tee -a "$OUT/sweep-wall.txt"
+    cp runs/pretrain-ray/metrics.jsonl runs/pretrain-ray/config.json "$OUT/" 2>/dev/null
     ;;
 esac

@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +72,20 @@ class IsoFlopFit:
     k_n: float
     b: float  # D_opt = k_d · C^b
     k_d: float
+    bracketed: np.ndarray | None = None
+    """Per budget: did the parabola's minimum fall inside the sampled sizes? False: the best run is at the edge of
+    the grid (the minimum is taken there, and the sweep should extend its shapes that way)."""
 
     def predict(self, c: float) -> tuple[float, float]:
-        return self.k_n * c**self.a, self.k_d * c**self.b
+        """N_opt, D_opt at compute c (inf where a degenerate fit overflows, e.g. in a bootstrap draw)."""
+        with np.errstate(over="ignore"):
+            c = np.float64(c)
+            return float(self.k_n * c**self.a), float(self.k_d * c**self.b)
 
 
 def isoflop_fit(runs: list[dict]) -> IsoFlopFit:
     budgets = np.array(sorted({r["compute_budget"] for r in runs}))
-    n_opt, l_opt = [], []
+    n_opt, l_opt, inside = [], [], []
     for c in budgets:
         pts = [(r["parameters"], r["final_loss"]) for r in runs if r["compute_budget"] == c]
         if len(pts) < 3:
@@ -86,20 +93,27 @@ def isoflop_fit(runs: list[dict]) -> IsoFlopFit:
         x = np.log([p[0] for p in pts])
         y = np.array([p[1] for p in pts])
         mid = x.mean()  # centred: a well-conditioned fit
-        a2, a1, a0 = np.polyfit(x - mid, y, 2)
-        if a2 <= 0:  # no minimum inside: take the best run
+        with warnings.catch_warnings():  # bootstrap draws may repeat a point: a rank-deficient but usable fit
+            warnings.simplefilter("ignore", np.exceptions.RankWarning)
+            a2, a1, a0 = np.polyfit(x - mid, y, 2)
+        xv = -a1 / (2 * a2) if a2 > 0 else np.nan
+        if a2 > 0 and x.min() - mid <= xv <= x.max() - mid:
+            n_opt.append(float(np.exp(xv + mid)))
+            l_opt.append(float(a0 + a1 * xv + a2 * xv**2))
+            inside.append(True)
+        else:  # no minimum, or one outside the sampled sizes (an extrapolation): take the best run
             i = int(np.argmin(y))
             n_opt.append(float(np.exp(x[i])))
             l_opt.append(float(y[i]))
-        else:
-            xv = -a1 / (2 * a2)
-            n_opt.append(float(np.exp(xv + mid)))
-            l_opt.append(float(a0 + a1 * xv + a2 * xv**2))
+            inside.append(False)
     n_opt_a, logc = np.array(n_opt), np.log(budgets)
+    if len(budgets) < 2:
+        raise ValueError("power laws in C need runs at two budgets or more")
     a, log_kn = np.polyfit(logc, np.log(n_opt_a), 1)
     d_opt = budgets / (6 * n_opt_a)
     b, log_kd = np.polyfit(logc, np.log(d_opt), 1)
-    return IsoFlopFit(budgets, n_opt_a, np.array(l_opt), float(a), float(np.exp(log_kn)), float(b), float(np.exp(log_kd)))
+    return IsoFlopFit(budgets, n_opt_a, np.array(l_opt), float(a), float(np.exp(log_kn)), float(b), float(np.exp(log_kd)),
+                      np.array(inside))
 
 
 @dataclass
@@ -168,7 +182,17 @@ def bootstrap(runs: list[dict], targets: list[float], samples: int = 200, seed: 
             n, d = fit.predict(c)
             draws[f"n_opt@{c:.0e}"].append(n)
             draws[f"d_opt@{c:.0e}"].append(d)
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items() if v}
+    return _percentiles(draws)
+
+
+def _percentiles(draws: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """2.5 and 97.5 percentiles; a draw that overflowed (inf, nan) counts at the top (it is one of the extremes)."""
+    out = {}
+    for k, v in draws.items():
+        if v:
+            a = np.nan_to_num(np.asarray(v, float), nan=np.inf)
+            out[k] = (float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5)))
+    return out
 
 
 def parametric_bootstrap(runs: list[dict], fit: ParametricFit, targets: list[float], samples: int = 100,
@@ -196,7 +220,7 @@ def parametric_bootstrap(runs: list[dict], fit: ParametricFit, targets: list[flo
             nn, dd = f.optimum(c)
             draws[f"n_opt@{c:.0e}"].append(nn)
             draws[f"loss@{c:.0e}"].append(float(f.loss(nn, dd)))
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items() if v}
+    return _percentiles(draws)
 
 
 def fit_report(runs: list[dict], targets: list[float], bootstrap_samples: int = 200, plot_dir: str | Path | None = None,
@@ -213,8 +237,8 @@ def fit_report(runs: list[dict], targets: list[float], bootstrap_samples: int = 
     result = {
         "runs": len(runs), "budgets": len(iso.budgets),
         "isoflop": {"a": iso.a, "k_n": iso.k_n, "b": iso.b, "k_d": iso.k_d, "a_ci": ci.get("a", na), "b_ci": ci.get("b", na),
-                    "per_budget": [{"flops": float(c), "n_opt": float(nn), "loss": float(ll)}
-                                   for c, nn, ll in zip(iso.budgets, iso.n_opt, iso.loss_opt)]},
+                    "per_budget": [{"flops": float(c), "n_opt": float(nn), "loss": float(ll), "bracketed": bool(br)}
+                                   for c, nn, ll, br in zip(iso.budgets, iso.n_opt, iso.loss_opt, iso.bracketed)]},
         "parametric": {**vars(par), **{f"{k}_ci": pci.get(k, na) for k in ("E", "A", "B", "alpha", "beta")}},
         "predictions": [{"flops": t, "n_opt": iso.predict(t)[0], "d_opt": iso.predict(t)[1],
                          "n_opt_ci": ci.get(f"n_opt@{t:.0e}", na), "d_opt_ci": ci.get(f"d_opt@{t:.0e}", na),
@@ -230,6 +254,10 @@ def fit_report(runs: list[dict], targets: list[float], bootstrap_samples: int = 
              f"Parametric: L = {par.E:.3f} + {par.A:.3g}/N^{par.alpha:.3f} + {par.B:.3g}/D^{par.beta:.3f}  (Huber δ=1e-3; "
              f"α CI {result['parametric']['alpha_ci'][0]:.3f}–{result['parametric']['alpha_ci'][1]:.3f}, "
              f"β CI {result['parametric']['beta_ci'][0]:.3f}–{result['parametric']['beta_ci'][1]:.3f})"]
+    for c, br in zip(iso.budgets, iso.bracketed):
+        if not br:
+            lines.append(f"  warning: at C = {c:.2e} the loss minimum is not inside the sampled sizes (the best run is "
+                         "at the edge of the grid): N_opt there is a bound, not an estimate; extend the shapes")
     for r in result["predictions"]:
         lines.append(f"  C = {r['flops']:.0e}: N_opt {r['n_opt']:.3g} [{r['n_opt_ci'][0]:.3g}, {r['n_opt_ci'][1]:.3g}], "
                      f"D_opt {r['d_opt']:.3g} [{r['d_opt_ci'][0]:.3g}, {r['d_opt_ci'][1]:.3g}] tokens; parametric N_opt "
