@@ -126,7 +126,8 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
 
 def summarize(folder: Path) -> int:
     rows = []
-    for f in sorted(folder.glob("ddp_scaling-*.json")):
+    files = sorted(folder.glob("ddp_scaling-*.json")) or sorted(folder.glob("ddp_scaling.json"))  # per run, or merged
+    for f in files:
         rows += json.loads(f.read_text())
     if not rows:
         print(f"no ddp_scaling-*.json under {folder}", file=sys.stderr)

@@ -102,21 +102,22 @@ class ShardedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """Update the own shard, then one broadcast per (owner, dtype): every rank's parameters flattened into a single
-        buffer (one collective per rank instead of one per parameter, which is latency-bound on NCCL)."""
+        """Update the own shard, then one broadcast per (owner, dtype): that owner's parameters flattened into a single
+        buffer (one collective per rank instead of one per parameter, which is latency-bound on NCCL). Owners go one
+        after another, so the extra memory is one shard, not a copy of the whole model."""
         loss = self.local.step(closure)
         groups: dict[tuple[int, torch.dtype], list[torch.Tensor]] = {}
         for p in self.all_params:
             groups.setdefault((self.owner[id(p)], p.dtype), []).append(p)
-        pending = []
-        for (src, _), params in groups.items():
-            flat = _flatten_dense_tensors([p.data for p in params])
-            pending.append((dist.broadcast(flat, src=src, async_op=True), flat, src, params))
-        for handle, flat, src, params in pending:
-            handle.wait()
-            if src != self.rank:
+        for (src, dtype), params in groups.items():
+            if src == self.rank:
+                dist.broadcast(_flatten_dense_tensors([p.data for p in params]), src=src)
+            else:
+                flat = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=params[0].device)
+                dist.broadcast(flat, src=src)
                 for p, t in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
                     p.data.copy_(t)
+                del flat
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
