@@ -9,6 +9,8 @@ the new token through the model, reading the cached keys and values of everythin
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -32,10 +34,13 @@ def sample_next(logits: Tensor, temperature: float, top_p: float, generator: tor
 @torch.no_grad()
 def generate(model: TransformerLM, prompt_ids: Tensor | list[list[int]], max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, eos_id: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> list[list[int]]:
+             generator: torch.Generator | None = None, use_cache: bool = True,
+             stop: "Callable[[list[int]], bool] | None" = None) -> list[list[int]]:
     """The generated continuation of each prompt (without the prompt; ends at and includes `eos_id` if sampled).
 
-    Generation stops for a sequence at `eos_id`, after `max_new_tokens`, or at the model's context length."""
+    Generation stops for a sequence at `eos_id`, after `max_new_tokens`, at the model's context length, or when
+    `stop(tokens generated so far)` is true (e.g. the decoded text ends with "</answer>"); a stopped sequence
+    ends with the token that satisfied `stop`."""
     if isinstance(prompt_ids, list):
         out: list[list[int] | None] = [None] * len(prompt_ids)
         by_len: dict[int, list[int]] = {}
@@ -46,7 +51,8 @@ def generate(model: TransformerLM, prompt_ids: Tensor | list[list[int]], max_new
         device = model.lm_head.weight.device
         for idx in by_len.values():
             batch = torch.tensor([prompt_ids[i] for i in idx], dtype=torch.long, device=device)
-            for i, seq in zip(idx, generate(model, batch, max_new_tokens, temperature, top_p, eos_id, generator, use_cache)):
+            for i, seq in zip(idx, generate(model, batch, max_new_tokens, temperature, top_p, eos_id, generator, use_cache,
+                                            stop)):
                 out[i] = seq
         return out  # type: ignore[return-value]
     if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
@@ -59,6 +65,7 @@ def generate(model: TransformerLM, prompt_ids: Tensor | list[list[int]], max_new
     tokens = prompt_ids
     logits = model(prompt_ids, cache=cache)[:, -1, :]  # prefill
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    stopped_at = [None] * batch  # per row: the length at which `stop` fired
     generated: list[Tensor] = []
     for step in range(steps):
         nxt = sample_next(logits, temperature, top_p, generator)
@@ -67,8 +74,14 @@ def generate(model: TransformerLM, prompt_ids: Tensor | list[list[int]], max_new
         generated.append(nxt)
         if eos_id is not None:
             done |= nxt == eos_id
-            if bool(done.all()):
-                break
+        if stop is not None:
+            so_far = torch.stack(generated, dim=1).tolist()
+            for r in range(batch):
+                if stopped_at[r] is None and not bool(done[r]) and stop(so_far[r]):
+                    stopped_at[r] = step + 1
+                    done[r] = True
+        if (eos_id is not None or stop is not None) and bool(done.all()):
+            break
         if step + 1 == steps:
             break
         if cache is not None:
@@ -78,6 +91,7 @@ def generate(model: TransformerLM, prompt_ids: Tensor | list[list[int]], max_new
             logits = model(tokens)[:, -1, :]
     model.train(was_training)
     result = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(batch)]
+    result = [seq[:n] if n is not None else seq for seq, n in zip(result, stopped_at)]
     if eos_id is not None:  # cut each sequence after its first end-of-text
         result = [seq[: seq.index(eos_id) + 1] if eos_id in seq else seq for seq in result]
     return result

@@ -15,6 +15,7 @@ COMMANDS = {
     "pretrain": "training.pretrain",
     "generate": "training.sample",
     "scaling": "training.scaling",
+    "align": "training.align.grpo",
 }
 
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
             "  scaling fit       IsoFLOP + parametric scaling-law fits of training runs, with bootstrap intervals\n"
             "  scaling sweep     plan and run an IsoFLOP sweep (one Ray task per run) on a tokenize run, then fit it\n"
+            "  align sft|grpo    supervised fine-tuning, then GRPO with verifiable rewards (Ray rollout actor)\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib

@@ -1,0 +1,98 @@
+"""SFT and GRPO end to end on CPU: a tiny model on generated arithmetic, GRPO rollouts from a Ray actor."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from operators.bpe import save_vocab_merges, train_bpe
+from training.align.grpo import AlignConfig, RolloutWorker, grpo, load_task, main, reward_fn_for, sft
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A 400-token BPE trained on the task's own text (prompts and reference solutions)."""
+    d = tmp_path_factory.mktemp("tok")
+    cfg = AlignConfig(output="x", tokenizer="x", train_size=400, eval_size=50, difficulty=1)
+    text = EOT.join(e.prompt + e.solution for e in load_task(cfg, "train") + load_task(cfg, "eval"))
+    (d / "corpus.txt").write_text(text)
+    vocab, merges = train_bpe(d / "corpus.txt", 400, [EOT])
+    save_vocab_merges(vocab, merges, d / "vocab.json", d / "merges.txt")
+    (d / "special_tokens.txt").write_text(EOT + "\n")
+    return d
+
+
+def _cfg(tokenizer_dir, out, **kw) -> AlignConfig:
+    base = dict(output=str(out), tokenizer=str(tokenizer_dir), preset="tiny",
+                model={"context_length": 96, "attention": "reference"}, task="arithmetic", difficulty=1,
+                train_size=400, eval_size=16, device="cpu", lr=3e-3, max_new_tokens=24)
+    return AlignConfig(**{**base, **kw})
+
+
+def test_tasks_and_configs(tmp_path):
+    cfg = _cfg("tok", tmp_path)
+    train, held = load_task(cfg, "train"), load_task(cfg, "eval")
+    assert len(train) == 400 and len(held) == 16
+    assert len({e.prompt for e in train} & {e.prompt for e in held}) <= 2  # disjoint seeds; a rare coincidence only
+    # reference solutions earn full reward
+    assert all(math_ok == 1.0 for math_ok in (reward_fn_for("arithmetic")(e.solution, e.answer)["reward"] for e in train[:50]))
+    bonus = reward_fn_for("arithmetic", 0.1)
+    assert bonus(train[0].solution, train[0].answer)["reward"] == pytest.approx(1.1)
+    assert bonus(" x </think> <answer>nope</answer>", "3")["reward"] == pytest.approx(0.1)
+    assert bonus("no tags", "3")["reward"] == 0.0
+    with pytest.raises(ValueError, match="grpo_clip"):
+        AlignConfig(loss_type="reinforce_with_baseline", epochs_per_rollout_batch=2)
+    with pytest.raises(ValueError, match="multiple"):
+        AlignConfig(rollout_batch_size=10, group_size=4)
+    with pytest.raises(ValueError, match="task"):
+        AlignConfig(task="chess")
+    assert main(["grpo", "--set", "output=/tmp/x"]) == 2  # no tokenizer: a clear error
+
+
+def test_countdown_task_from_real_problems(tmp_path):
+    from tests.conftest import FIXTURES
+
+    cfg = AlignConfig(output="x", tokenizer="x", task="countdown", data=str(FIXTURES / "alignment" / "countdown-head30.jsonl"),
+                      train_size=20, eval_size=5, template="r1_zero")
+    exs = load_task(cfg, "train")
+    assert len(exs) == 20 and all("exactly once" in e.prompt for e in exs)
+    assert all(reward_fn_for("countdown")(e.solution, e.answer)["reward"] == 1.0 for e in exs)
+
+
+def test_sft_then_grpo_through_a_ray_actor(ray_local, tokenizer_dir, tmp_path):
+    sft_out = sft(_cfg(tokenizer_dir, tmp_path / "sft", sft_steps=60, sft_batch_size=16))
+    assert sft_out["final_loss"] < 0.7 * sft_out["first_loss"]  # the model learns the answer format
+    ckpt = tmp_path / "sft" / "checkpoint.pt"
+    before = {k: v.clone() for k, v in torch.load(ckpt, weights_only=False)["model"].items()}
+    cfg = _cfg(tokenizer_dir, tmp_path / "grpo", checkpoint=str(ckpt), grpo_steps=3, rollout_batch_size=8, group_size=4,
+               micro_batch_size=4, loss_type="grpo_clip", epochs_per_rollout_batch=2, eval_every=2, lr=1e-3,
+               temperature=1.0, use_ray=True, format_bonus=0.1)
+    result = grpo(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 3
+    for r in steps:
+        for k in ("loss", "entropy", "grad_norm", "reward_mean", "response_tokens", "clip_fraction", "rollout_tokens_per_s"):
+            assert r[k] is not None and math.isfinite(r[k]), k
+        assert 0.0 <= r["reward_mean"] <= 1.1 and 0.0 <= r["clip_fraction"] <= 1.0
+    assert "eval_accuracy" in rows[0] and 0.0 <= result["eval_accuracy_final"] <= 1.0
+    after = torch.load(tmp_path / "grpo" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the policy moved
+    assert (tmp_path / "grpo" / "curves.png").stat().st_size > 10_000
+
+
+def test_rollout_worker_stops_at_the_answer_tag(tokenizer_dir):
+    from model.config import preset
+
+    torch.manual_seed(0)
+    w = RolloutWorker(vars(preset("tiny", vocab_size=400, context_length=96, attention="reference")),
+                      str(tokenizer_dir), "cpu")
+    texts, tps = w.sample(["What is 1 + 2?\n<think>"], 3, 20, 1.0, seed=1)
+    assert len(texts) == 3 and tps > 0
+    for t in texts:
+        assert "</answer>" not in t or t.endswith("</answer>")
