@@ -204,12 +204,12 @@ class RolloutWorker:
         eos = getattr(self.tok, "eot_id", None)
         stop = (lambda ids: self.tok.decode(ids[-8:]).endswith(STOP) or STOP in self.tok.decode(ids))
         out, t0, n_tok = [], time.perf_counter(), 0
-        for p in prompts:
-            ids = torch.tensor([self.tok.encode(p)] * group_size, dtype=torch.long, device=self.device)
-            for seq in generate(self.model, ids, max_new_tokens, temperature, 1.0, eos, g, True, stop):
-                n_tok += len(seq)
-                text = self.tok.decode([t for t in seq if t != eos])
-                out.append(text[: text.index(STOP) + len(STOP)] if STOP in text else text)
+        ids = [self.tok.encode(p) for p in prompts for _ in range(group_size)]
+        # one batch per prompt length (generate groups them), so questions of equal length share forward passes
+        for seq in generate(self.model, ids, max_new_tokens, temperature, 1.0, eos, g, True, stop):
+            n_tok += len(seq)
+            text = self.tok.decode([t for t in seq if t != eos])
+            out.append(text[: text.index(STOP) + len(STOP)] if STOP in text else text)
         return out, n_tok / max(time.perf_counter() - t0, 1e-9)
 
 
