@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from training.align.rewards import (
     answers_equal, arithmetic_problems, countdown_check, countdown_question, countdown_reward, countdown_solve,
-    evaluate, extract_answer, format_prompt, gsm8k_answer, math_reward, normalize_answer,
+    evaluate, extract_answer, format_prompt, gsm8k_answer, math_reward, normalize_answer, worked_steps,
 )
 from tests.conftest import FIXTURES
 
@@ -136,6 +136,17 @@ def test_arithmetic_generator():
                 assert "*" not in p.expression
             assert math_reward(_respond(p.answer), p.answer)["reward"] == 1.0
     assert any("*" in p.expression for p in arithmetic_problems(40, 2, 0))
+    # worked solutions: one operation per step, in evaluation order, each step correct, ending at the answer
+    assert worked_steps("5658 + 86 * (87 + 4593) + 5844") == \
+        "87 + 4593 = 4680, 86 * 4680 = 402480, 5658 + 402480 = 408138, 408138 + 5844 = 413982"
+    assert worked_steps("15 - 81 - 3") == "15 - 81 = -66, -66 - 3 = -69"
+    for d in (1, 2, 3, 4):
+        for p in arithmetic_problems(30, difficulty=d, seed=11):
+            steps = p.steps.split(", ")
+            assert len(steps) == d and steps[-1].endswith(f"= {p.answer}")
+            for step in steps:
+                lhs, rhs = step.split(" = ")
+                assert eval(lhs.replace("--", "+")) == int(rhs)  # noqa: S307 - generated arithmetic
     with pytest.raises(ValueError):
         arithmetic_problems(1, difficulty=0)
     random.seed(0)  # the generator does not touch the global RNG state

@@ -122,7 +122,7 @@ def load_task(cfg: AlignConfig, split: str) -> list[Example]:
     n = cfg.train_size if split == "train" else cfg.eval_size
     if cfg.task == "arithmetic":  # disjoint seeds for the two splits
         probs = arithmetic_problems(n, cfg.difficulty, seed=cfg.seed * 2 + (split == "eval"))
-        return [Example(_prompt(cfg, p.question), p.answer, f" {p.expression} = {p.answer} </think> <answer>{p.answer}</answer>")
+        return [Example(_prompt(cfg, p.question), p.answer, f" {p.steps} </think> <answer>{p.answer}</answer>")
                 for p in probs]
     if not cfg.data:
         raise ValueError(f"task {cfg.task} needs data: a JSONL file")

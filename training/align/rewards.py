@@ -352,6 +352,40 @@ class Problem:
     question: str
     answer: str
     expression: str
+    steps: str = ""
+    """The worked solution, one operation at a time in evaluation order: "4 * 7 = 28, 12 + 28 = 40"."""
+
+
+def worked_steps(expression: str) -> str:
+    """Evaluate + - * and parentheses one operation at a time (innermost parentheses first, then products, then
+    sums left to right), writing each operation as "a op b = c"."""
+    toks: list = [int(t) if t.isdigit() else t for t in re.findall(r"\d+|[-+*()]", expression)]
+    steps: list[str] = []
+
+    def flat(seq: list) -> int:
+        seq = list(seq)
+        if seq and seq[0] == "-":  # a leading minus
+            seq = [-seq[1]] + seq[2:]
+        for ops in (("*",), ("+", "-")):
+            i = 1
+            while i < len(seq):
+                if seq[i] in ops:
+                    a, op, b = seq[i - 1], seq[i], seq[i + 1]
+                    c = a * b if op == "*" else a + b if op == "+" else a - b
+                    steps.append(f"{a} {op} {b} = {c}")
+                    seq[i - 1 : i + 2] = [c]
+                else:
+                    i += 2
+        if len(seq) != 1:
+            raise ValueError(f"cannot reduce {expression!r}")
+        return seq[0]
+
+    while "(" in toks:
+        close = toks.index(")")
+        open_ = max(i for i in range(close) if toks[i] == "(")
+        toks[open_ : close + 1] = [flat(toks[open_ + 1 : close])]
+    flat(toks)
+    return ", ".join(steps)
 
 
 def arithmetic_problems(n: int, difficulty: int = 1, seed: int = 0) -> list[Problem]:
@@ -379,5 +413,5 @@ def arithmetic_problems(n: int, difficulty: int = 1, seed: int = 0) -> list[Prob
             parts[i + 2] = parts[i + 2] + ")"
             expr = " ".join(parts)
         value = evaluate(expr, exact=True)
-        out.append(Problem(f"What is {expr}?", str(int(value)), expr))
+        out.append(Problem(f"What is {expr}?", str(int(value)), expr, worked_steps(expr)))
     return out
