@@ -68,10 +68,11 @@ def rollout_throughput(device: str, small: bool) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=os.environ.get("OUT", "runs/align-arith"))
-    p.add_argument("--difficulty", type=int, default=2)
+    p.add_argument("--difficulty", type=int, default=1)
     p.add_argument("--sft-steps", type=int, default=1500)
     p.add_argument("--grpo-steps", type=int, default=60)
     p.add_argument("--small", action="store_true", help="CPU smoke sizes")
+    p.add_argument("--vocab-size", type=int, default=257, help="BPE vocabulary (257: bytes and end-of-text only)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,12 +82,14 @@ def main() -> int:
     except ImportError:
         use_ray = False
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = {"context_length": 128, "attention": "reference"} if args.small else \
-        {"d_model": 384, "num_layers": 6, "num_heads": 6, "context_length": 128, "attention": "reference"}
+    model = {"context_length": 160, "attention": "reference"} if args.small else \
+        {"d_model": 384, "num_layers": 6, "num_heads": 6, "context_length": 192, "attention": "reference"}
     base = dict(tokenizer="", preset="tiny", model=model, task="arithmetic", difficulty=args.difficulty,
                 train_size=2000 if args.small else 50_000, eval_size=32 if args.small else 256, device=dev, seed=0,
-                max_new_tokens=32, template="plain")
-    tok = build_tokenizer(AlignConfig(output=str(out), **{**base, "tokenizer": "x"}), out, 300 if args.small else 512)
+                max_new_tokens=64, template="plain")
+    # bytes only by default: every digit its own token (BPE merges "84" into one token, and a small model then has to
+    # memorise sums of number-tokens instead of learning to add digits)
+    tok = build_tokenizer(AlignConfig(output=str(out), **{**base, "tokenizer": "x"}), out, args.vocab_size)
     base["tokenizer"] = str(tok)
     t0 = time.perf_counter()
     s = sft(AlignConfig(output=str(out / "sft"), **base, lr=1e-3, sft_steps=args.sft_steps,

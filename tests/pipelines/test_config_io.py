@@ -108,9 +108,13 @@ def test_shipped_configs_resolve(path):
     from pipelines.tokenize import TokenizeConfig
     from training.sweep import SweepConfig
 
-    cls = TokenizeConfig if path.name.endswith("-tokenize.yaml") else SweepConfig if path.name.startswith("sweep") else CurateConfig
+    from training.align.grpo import AlignConfig
+
+    cls = (TokenizeConfig if path.name.endswith("-tokenize.yaml") else SweepConfig if path.name.startswith("sweep")
+           else AlignConfig if path.name.startswith("align") else CurateConfig)
     cfg = resolve(cls, str(path))
-    assert cfg.input if cls is CurateConfig else cfg.tokenizer if cls is TokenizeConfig else cfg.budgets
+    assert {CurateConfig: lambda: cfg.input, TokenizeConfig: lambda: cfg.tokenizer, SweepConfig: lambda: cfg.budgets,
+            AlignConfig: lambda: cfg.task}[cls]()
 
 
 def test_lists_of_numbers_accept_yaml_1_1_exponents():
