@@ -140,3 +140,23 @@ def test_grpo_microbatch_step_reductions_and_gradient():
     old = logp.detach() - torch.tensor([[math.log(2.0), 0.0, 5.0], [0.0, 0.0, 5.0]])  # ratios 2, 1, (e^5 masked)
     _, meta = grpo_microbatch_train_step(logp, mask, 1, "grpo_clip", advantages=adv, old_log_probs=old, cliprange=0.2)
     assert meta["clip_fraction"] == pytest.approx(1 / 3)  # only the ratio-2 token of the 3 response tokens
+
+
+def test_dpo_loss_exact_and_per_instance():
+    from training.align.core import compute_dpo_loss, per_instance_dpo_loss, sequence_log_probs
+
+    t = torch.tensor
+    loss, meta = compute_dpo_loss(t([-1.0]), t([-2.0]), t([-1.5]), t([-1.5]), beta=0.5)
+    # margin = 0.5 * ((-1 + 1.5) - (-2 + 1.5)) = 0.5; loss = log(1 + e^-0.5)
+    assert float(loss) == pytest.approx(math.log1p(math.exp(-0.5))) and meta["preference_accuracy"] == 1.0
+    assert float(compute_dpo_loss(t([-2.0]), t([-1.0]), t([-2.0]), t([-1.0]), 0.1)[0]) == pytest.approx(math.log(2))
+    # per instance: equal to the batched arithmetic on the same model (policy = reference gives log 2)
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference", vocab_size=50257, context_length=32))
+    tok = gpt2_tokenizer(REPO / "operators" / "resources" / "gpt2")
+    same = per_instance_dpo_loss(model, model, tok, 0.1, "2 + 2 =", " 4", " 5")
+    assert float(same) == pytest.approx(math.log(2), abs=1e-6)
+    b = tokenize_prompt_and_output(["2 + 2 ="], [" 4"], tok)
+    lp = sequence_log_probs(model, b["input_ids"], b["labels"], b["response_mask"])
+    manual = get_response_log_probs(model, b["input_ids"], b["labels"])["log_probs"][0, -1]
+    assert float(lp[0]) == pytest.approx(float(manual))

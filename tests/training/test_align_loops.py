@@ -96,3 +96,22 @@ def test_rollout_worker_stops_at_the_answer_tag(tokenizer_dir):
     assert len(texts) == 3 and tps > 0
     for t in texts:
         assert "</answer>" not in t or t.endswith("</answer>")
+
+
+def test_dpo_prefers_the_right_answer(tokenizer_dir, tmp_path):
+    from training.align.grpo import dpo, preference_pairs
+
+    cfg = _cfg(tokenizer_dir, tmp_path / "dpo", dpo_steps=60, dpo_batch_size=16, dpo_beta=1.0, lr=3e-3)
+    pairs = preference_pairs(cfg)
+    p, chosen, rejected = pairs[0]
+    assert chosen != rejected and chosen.split("<answer>")[0] != rejected.split("<answer>")[0]  # a wrong final step too
+    result = dpo(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at the start
+    late = rows[-10:]
+    assert sum(r["loss"] for r in late) / 10 < 0.75 * rows[0]["loss"]
+    assert sum(r["preference_accuracy"] for r in late) / 10 > 0.7 and result["pairs"] == 400
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(ValueError, match="rejected"):
+        preference_pairs(_cfg(tokenizer_dir, tmp_path / "x", pairs=str(bad)))

@@ -172,3 +172,30 @@ def grpo_microbatch_train_step(policy_log_probs: Tensor, response_mask: Tensor, 
     if "clipped" in meta:  # over response tokens only
         meta = {**meta, "clip_fraction": masked_mean(meta["clipped"].float(), response_mask).detach()}
     return loss.detach(), meta
+
+
+def sequence_log_probs(model: Callable[[Tensor], Any], input_ids: Tensor, labels: Tensor, response_mask: Tensor) -> Tensor:
+    """Sum of the response tokens' log-probabilities per sequence: log π(response | prompt), shape (B,)."""
+    logp = get_response_log_probs(model, input_ids, labels)["log_probs"]
+    return (logp * response_mask.to(logp.dtype)).sum(-1)
+
+
+def compute_dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
+                     beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """DPO (Rafailov et al. 2023): -log σ(β[(log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))]), mean over
+    pairs. Metadata: the implicit reward margin and the share of pairs where it is positive (preference accuracy)."""
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    return loss, {"reward_margin": margin.detach().mean(), "preference_accuracy": (margin.detach() > 0).float().mean()}
+
+
+def per_instance_dpo_loss(lm, lm_ref, tokenizer, beta: float, prompt: str, response_chosen: str,
+                          response_rejected: str) -> Tensor:
+    """The DPO loss of one (prompt, chosen, rejected) triple; the reference model gets no gradient."""
+    batch = tokenize_prompt_and_output([prompt, prompt], [response_chosen, response_rejected], tokenizer)
+    device = next(lm.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    pol = sequence_log_probs(lm, batch["input_ids"], batch["labels"], batch["response_mask"])
+    with torch.no_grad():
+        ref = sequence_log_probs(lm_ref, batch["input_ids"], batch["labels"], batch["response_mask"])
+    return compute_dpo_loss(pol[:1], pol[1:], ref[:1], ref[1:], beta)[0]

@@ -2,6 +2,7 @@
 
     sift align sft  --config configs/align-arith.yaml      # prompt/response pairs, loss on response tokens only
     sift align grpo --config configs/align-arith.yaml      # rollouts -> rewards -> group advantages -> policy steps
+    sift align dpo  --config ... [--set pairs=pairs.jsonl] # preference pairs against a frozen reference copy
 
 GRPO step: take `rollout_batch_size / group_size` questions, ask the rollout worker for `group_size` sampled
 answers each (the model's KV-cache `generate`, temperature, stop at "</answer>"), score them with the task's reward,
@@ -30,7 +31,7 @@ from model.config import ModelConfig, preset
 from model.generate import generate
 from model.layers import TransformerLM
 from training.align.core import (
-    compute_group_normalized_rewards, get_response_log_probs, grpo_microbatch_train_step, masked_mean,
+    compute_dpo_loss, compute_group_normalized_rewards, sequence_log_probs, get_response_log_probs, grpo_microbatch_train_step, masked_mean,
     sft_microbatch_train_step, tokenize_prompt_and_output,
 )
 from training.align.rewards import (
@@ -85,6 +86,13 @@ class AlignConfig:
     length_normalization: str = "mean"
     eval_every: int = 5
     use_ray: bool = True
+    # DPO
+    dpo_steps: int = 50
+    dpo_batch_size: int = 16
+    dpo_beta: float = 0.1
+    pairs: str = ""
+    """JSONL of {"prompt", "chosen", "rejected"}; empty: pairs built from the task (the reference solution against
+    the same worked solution with a wrong final answer)."""
     rollout_gpus: float = 0.0
 
     def __post_init__(self) -> None:
@@ -383,6 +391,65 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
             "eval_accuracy_final": final["eval_accuracy"], "reward_mean_last": history[-1]["reward_mean"] if history else None}
 
 
+def preference_pairs(cfg: AlignConfig) -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected) triples from `pairs`, or near-miss pairs built from the task's examples."""
+    if cfg.pairs:
+        rows = [json.loads(line) for line in Path(cfg.pairs).read_text().split("\n") if line.strip()]
+        try:
+            return [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+        except KeyError as exc:
+            raise ValueError(f"{cfg.pairs}: each line needs prompt, chosen and rejected ({exc.args[0]} missing)") from None
+    rng = random.Random(cfg.seed + 1)
+    out = []
+    for e in load_task(cfg, "train"):
+        try:
+            wrong = str(int(e.answer) + rng.choice([-10, -2, -1, 1, 2, 10]))
+        except ValueError:
+            continue
+        out.append((e.prompt, e.solution, e.solution.replace(f"= {e.answer} ", f"= {wrong} ").replace(
+            f"<answer>{e.answer}</answer>", f"<answer>{wrong}</answer>")))
+    return out
+
+
+def dpo(cfg: AlignConfig) -> dict[str, Any]:
+    """DPO against a frozen copy of the starting policy."""
+    import copy
+
+    from training.checkpoint import save_checkpoint
+
+    device, tok, model, mcfg, out = _setup(cfg)
+    pairs = preference_pairs(cfg)
+    if not pairs:
+        raise ValueError("no preference pairs")
+    ref = copy.deepcopy(model).eval()
+    for p_ in ref.parameters():
+        p_.requires_grad_(False)
+    opt = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = _batches(pairs, min(cfg.dpo_batch_size, len(pairs)), random.Random(cfg.seed))
+    history = []
+    with open(out / "metrics.jsonl", "w") as metrics:
+        for step in range(cfg.dpo_steps):
+            chunk = next(batches)
+            prompts = [c[0] for c in chunk] * 2
+            responses = [c[1] for c in chunk] + [c[2] for c in chunk]
+            b = {k: v.to(device) for k, v in tokenize_prompt_and_output(prompts, responses, tok, _pad_id(tok)).items()}
+            pol = sequence_log_probs(model, b["input_ids"], b["labels"], b["response_mask"])
+            with torch.no_grad():
+                rl = sequence_log_probs(ref, b["input_ids"], b["labels"], b["response_mask"])
+            n = len(chunk)
+            loss, meta = compute_dpo_loss(pol[:n], pol[n:], rl[:n], rl[n:], cfg.dpo_beta)
+            loss.backward()
+            norm = clip_gradients(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            row = {"step": step + 1, "loss": float(loss), "grad_norm": norm, **{k: float(v) for k, v in meta.items()}}
+            history.append(row)
+            metrics.write(json.dumps(row) + "\n")
+    save_checkpoint(model, opt, cfg.dpo_steps, out / "checkpoint.pt", model_config=asdict(mcfg), config=asdict(cfg))
+    return {"output": str(out), "steps": cfg.dpo_steps, "pairs": len(pairs), "first_loss": history[0]["loss"],
+            "final_loss": history[-1]["loss"], "final_preference_accuracy": history[-1]["preference_accuracy"]}
+
+
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     try:
         import matplotlib
@@ -409,7 +476,7 @@ def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
     from pipelines.config import parse_set, resolve
 
     p = argparse.ArgumentParser(prog=prog, description="SFT and GRPO on verifiable tasks.")
-    p.add_argument("command", choices=["sft", "grpo"])
+    p.add_argument("command", choices=["sft", "grpo", "dpo"])
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -419,7 +486,7 @@ def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
         if args.output:
             overrides["output"] = args.output
         cfg = resolve(AlignConfig, args.config, overrides)
-        result = sft(cfg) if args.command == "sft" else grpo(cfg)
+        result = {"sft": sft, "grpo": grpo, "dpo": dpo}[args.command](cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
