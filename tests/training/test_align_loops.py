@@ -115,3 +115,21 @@ def test_dpo_prefers_the_right_answer(tokenizer_dir, tmp_path):
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
     with pytest.raises(ValueError, match="rejected"):
         preference_pairs(_cfg(tokenizer_dir, tmp_path / "x", pairs=str(bad)))
+
+
+def test_expert_iteration_keeps_only_correct_answers(tokenizer_dir, tmp_path):
+    """In-process rollouts (no Ray): sample, keep the correct answers, SFT on them, repeat."""
+    from training.align.grpo import expert_iteration
+
+    sft(_cfg(tokenizer_dir, tmp_path / "sft", sft_steps=80, sft_batch_size=16))
+    cfg = _cfg(tokenizer_dir, tmp_path / "ei", checkpoint=str(tmp_path / "sft" / "checkpoint.pt"), ei_steps=2,
+               rollout_batch_size=32, group_size=8, temperature=1.0, use_ray=False, lr=1e-3)
+    result = expert_iteration(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "ei" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and [r["step"] for r in rows] == [0, 1, 2]
+    for r in rows[:2]:
+        assert r["sampled"] == 32 and 0 <= r["kept"] <= 32 and r["keep_rate"] == r["kept"] / 32
+        assert (r["sft_loss"] is None) == (r["kept"] == 0)  # nothing kept: no update, no fake loss
+        if r["sft_loss"] is not None:
+            assert math.isfinite(r["sft_loss"])
+    assert result["kept"] == [r["kept"] for r in rows[:2]] and 0.0 <= result["eval_accuracy_final"] <= 1.0

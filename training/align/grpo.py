@@ -86,6 +86,9 @@ class AlignConfig:
     length_normalization: str = "mean"
     eval_every: int = 5
     use_ray: bool = True
+    # expert iteration
+    ei_steps: int = 5
+    ei_sft_epochs: int = 2
     # DPO
     dpo_steps: int = 50
     dpo_batch_size: int = 16
@@ -291,15 +294,9 @@ def sft(cfg: AlignConfig) -> dict[str, Any]:
     return {"output": str(out), "steps": cfg.sft_steps, "first_loss": losses[0], "final_loss": losses[-1]}
 
 
-def grpo(cfg: AlignConfig) -> dict[str, Any]:
-    """GRPO (or REINFORCE) on the task, rollouts from a worker that receives the learner's weights every step."""
-    from training.checkpoint import save_checkpoint
-
-    device, tok, model, mcfg, out = _setup(cfg)
-    reward_fn = reward_fn_for(cfg.task, cfg.format_bonus)
-    train, held_out = load_task(cfg, "train"), load_task(cfg, "eval")
-    rng = random.Random(cfg.seed)
-    opt = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+def rollout_worker(cfg: AlignConfig, mcfg: ModelConfig, model: TransformerLM):
+    """(worker, call, push, close): a RolloutWorker as a Ray actor (`use_ray`) or in-process; `call(worker.method, *a)`
+    runs a method, `push()` sends the learner's current weights, `close()` ends the actor."""
     wargs = (asdict(mcfg), cfg.tokenizer, "auto" if cfg.rollout_gpus or not cfg.use_ray else "cpu")
     if cfg.use_ray:
         import ray
@@ -314,6 +311,9 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
 
         def push():
             ray.get(worker.set_weights.remote({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+
+        def close():
+            ray.kill(worker)
     else:
         worker = RolloutWorker(*wargs)
 
@@ -322,6 +322,74 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
 
         def push():
             worker.set_weights({k: v.detach().to(worker.device) for k, v in model.state_dict().items()})
+
+        def close():
+            pass
+    push()
+    return worker, call, push, close
+
+
+def expert_iteration(cfg: AlignConfig) -> dict[str, Any]:
+    """Expert iteration: sample `group_size` answers to `rollout_batch_size / group_size` questions, keep the correct
+    ones, SFT on them (`ei_sft_epochs` passes), send the weights to the sampler, repeat `ei_steps` times."""
+    from training.checkpoint import save_checkpoint
+
+    device, tok, model, mcfg, out = _setup(cfg)
+    reward_fn = reward_fn_for(cfg.task)
+    train, held_out = load_task(cfg, "train"), load_task(cfg, "eval")
+    rng = random.Random(cfg.seed)
+    opt = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    worker, call, push, close = rollout_worker(cfg, mcfg, model)
+    questions = _batches(train, cfg.rollout_batch_size // cfg.group_size, rng)
+    rows = []
+    try:
+        with open(out / "metrics.jsonl", "w") as metrics:
+            for it in range(cfg.ei_steps):
+                row: dict[str, Any] = {"step": it, **evaluate(worker, held_out, cfg, reward_fn, call)}
+                exs = next(questions)
+                texts, _ = call(worker.sample, [e.prompt for e in exs], cfg.group_size, cfg.max_new_tokens,
+                                cfg.temperature, cfg.seed * 7919 + it)
+                kept = [(e.prompt, t) for i, t in enumerate(texts) for e in [exs[i // cfg.group_size]]
+                        if reward_fn(t, e.answer)["answer_reward"] == 1.0]
+                kept = list(dict.fromkeys(kept))  # the same correct answer sampled twice counts once
+                losses = []
+                for _ in range(cfg.ei_sft_epochs if kept else 0):
+                    rng.shuffle(kept)
+                    for i in range(0, len(kept), cfg.sft_batch_size):
+                        chunk = kept[i : i + cfg.sft_batch_size]
+                        b = {k: v.to(device) for k, v in tokenize_prompt_and_output(
+                            [c[0] for c in chunk], [c[1] for c in chunk], tok, _pad_id(tok)).items()}
+                        logp = _response_log_probs(model, b)["log_probs"]
+                        loss, _ = sft_microbatch_train_step(logp, b["response_mask"], 1,
+                                                            normalize_constant=float(b["response_mask"].sum()) / len(chunk))
+                        clip_gradients(model.parameters(), cfg.grad_clip)
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                        losses.append(float(loss))
+                push()
+                row.update({"sampled": len(texts), "kept": len(kept), "keep_rate": len(kept) / len(texts),
+                            "sft_loss": sum(losses) / len(losses) if losses else None})
+                rows.append(row)
+                metrics.write(json.dumps(row) + "\n")
+            final = {"step": cfg.ei_steps, **evaluate(worker, held_out, cfg, reward_fn, call)}
+            metrics.write(json.dumps(final) + "\n")
+    finally:
+        close()
+    save_checkpoint(model, opt, cfg.ei_steps, out / "checkpoint.pt", model_config=asdict(mcfg), config=asdict(cfg))
+    return {"output": str(out), "steps": cfg.ei_steps, "eval_accuracy_first": rows[0]["eval_accuracy"] if rows else None,
+            "eval_accuracy_final": final["eval_accuracy"], "kept": [r["kept"] for r in rows]}
+
+
+def grpo(cfg: AlignConfig) -> dict[str, Any]:
+    """GRPO (or REINFORCE) on the task, rollouts from a worker that receives the learner's weights every step."""
+    from training.checkpoint import save_checkpoint
+
+    device, tok, model, mcfg, out = _setup(cfg)
+    reward_fn = reward_fn_for(cfg.task, cfg.format_bonus)
+    train, held_out = load_task(cfg, "train"), load_task(cfg, "eval")
+    rng = random.Random(cfg.seed)
+    opt = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    worker, call, push, close = rollout_worker(cfg, mcfg, model)
     push()
     n_prompts = cfg.rollout_batch_size // cfg.group_size
     batches = _batches(train, n_prompts, rng)
@@ -380,10 +448,7 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
         metrics.write(json.dumps(final) + "\n")
     finally:
         metrics.close()
-        if cfg.use_ray:
-            import ray
-
-            ray.kill(worker)
+        close()
     save_checkpoint(model, opt, cfg.grpo_steps, out / "checkpoint.pt", model_config=asdict(mcfg), config=asdict(cfg))
     plot_curves([*history, final], out / "curves.png")
     first_eval = next((r["eval_accuracy"] for r in history if "eval_accuracy" in r), None)
@@ -476,7 +541,7 @@ def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
     from pipelines.config import parse_set, resolve
 
     p = argparse.ArgumentParser(prog=prog, description="SFT and GRPO on verifiable tasks.")
-    p.add_argument("command", choices=["sft", "grpo", "dpo"])
+    p.add_argument("command", choices=["sft", "grpo", "dpo", "ei"])
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -486,7 +551,7 @@ def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
         if args.output:
             overrides["output"] = args.output
         cfg = resolve(AlignConfig, args.config, overrides)
-        result = {"sft": sft, "grpo": grpo, "dpo": dpo}[args.command](cfg)
+        result = {"sft": sft, "grpo": grpo, "dpo": dpo, "ei": expert_iteration}[args.command](cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
