@@ -133,3 +133,26 @@ def test_expert_iteration_keeps_only_correct_answers(tokenizer_dir, tmp_path):
         if r["sft_loss"] is not None:
             assert math.isfinite(r["sft_loss"])
     assert result["kept"] == [r["kept"] for r in rows[:2]] and 0.0 <= result["eval_accuracy_final"] <= 1.0
+
+
+def test_expert_iteration_selection_is_exact(tokenizer_dir, tmp_path, monkeypatch):
+    """With a scripted sampler (2 correct copies and 6 wrong answers per question), each step keeps exactly one
+    deduplicated correct answer per question and trains on it."""
+    from training.align import grpo as g
+
+    cfg = _cfg(tokenizer_dir, tmp_path / "ei", ei_steps=2, rollout_batch_size=32, group_size=8, use_ray=False,
+               ei_sft_epochs=1, sft_batch_size=2)
+    solutions = {e.prompt: e.solution for e in load_task(cfg, "train") + load_task(cfg, "eval")}
+
+    def scripted(self, prompts, group_size, max_new_tokens, temperature, seed):
+        out = []
+        for p in prompts:
+            out += [solutions[p]] * min(2, group_size) + [" 1 + 1 = 3 </think> <answer>3</answer>"] * (group_size - 2)
+        return out, 1.0
+
+    monkeypatch.setattr(g.RolloutWorker, "sample", scripted)
+    result = g.expert_iteration(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "ei" / "metrics.jsonl").read_text().splitlines()]
+    assert result["kept"] == [4, 4]  # 32 samples = 4 questions x 8; one distinct correct answer each
+    assert all(r["keep_rate"] == 4 / 32 and math.isfinite(r["sft_loss"]) for r in rows[:2])
+    assert rows[0]["eval_accuracy"] == 1.0  # the scripted sampler answers held-out questions correctly too
