@@ -19,12 +19,19 @@ class ModelConfig:
     rope_theta: float = 10000.0
     attention: str = "auto"
     """auto (Triton FlashAttention-2 on CUDA, tiled PyTorch on CPU), triton, flash_torch or reference."""
+    num_kv_heads: int | None = None
+    """Grouped-query attention: key/value heads (None: as many as query heads)."""
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
         if (self.d_model // self.num_heads) % 2:
             raise ValueError("the head dimension must be even (RoPE rotates pairs)")
+        if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         if min(self.vocab_size, self.context_length, self.d_model, self.num_layers) < 1:
             raise ValueError("vocab_size, context_length, d_model and num_layers must be positive")
 
@@ -60,9 +67,12 @@ def preset(name: str, **changes) -> ModelConfig:
 def parameter_count(cfg: ModelConfig, include_embeddings: bool = True) -> int:
     """Exact number of parameters of `TransformerLM.from_config(cfg)`."""
     d, f = cfg.d_model, cfg.ff
-    per_layer = 4 * d * d + 3 * d * f + 2 * d  # q, k, v, o; w1, w2, w3; two RMSNorm gains
+    kv = (cfg.num_kv_heads or cfg.num_heads) * cfg.d_head
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d  # q, o; k, v; w1, w2, w3; two RMSNorm gains
+    if cfg.qkv_bias:
+        per_layer += d + 2 * kv
     total = cfg.num_layers * per_layer + d + cfg.vocab_size * d  # + final norm + LM head
-    if include_embeddings:
+    if include_embeddings and not cfg.tie_embeddings:  # a tied head is the embedding table, counted once
         total += cfg.vocab_size * d
     return total
 
@@ -75,8 +85,9 @@ def forward_flops_per_token(cfg: ModelConfig, seq_len: int | None = None, causal
     Elementwise work (norms, softmax, RoPE) is ignored. Training costs about 3x this."""
     s = seq_len or cfg.context_length
     d, f = cfg.d_model, cfg.ff
+    kv = (cfg.num_kv_heads or cfg.num_heads) * cfg.d_head
     attn = 4 * s * d * (0.5 if causal else 1.0)
-    per_layer = 8 * d * d + 6 * d * f + attn
+    per_layer = 4 * d * d + 4 * d * kv + 6 * d * f + attn  # q, o: 2 d^2 each; k, v: 2 d kv each
     return cfg.num_layers * per_layer + 2 * d * cfg.vocab_size
 
 

@@ -21,19 +21,22 @@ def _trunc_normal_(w: Tensor, std: float) -> Tensor:
 class Linear(nn.Module):
     """y = x W^T, W stored (out, in); init N(0, 2/(in+out)) truncated at ±3σ."""
 
-    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None, bias: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         _trunc_normal_(self.weight, math.sqrt(2.0 / (in_features + out_features)))
+        # an optional bias (Qwen2's q/k/v projections have one); absent by default, so no state-dict entry
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         # (..., in) @ (in, out) -> (..., out). A plain matmul against the transposed view: cuBLAS then sees the
         # same layout as F.linear (an einsum here picked a slow pre-Hopper GEMM for the odd 50,257-wide head)
-        return x @ self.weight.t()
+        y = x @ self.weight.t()
+        return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}"
+        return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"
 
 
 class Embedding(nn.Module):
@@ -133,14 +136,19 @@ class MultiHeadSelfAttention(nn.Module):
     PyTorch version on CPU), "flash_torch", "triton", or "reference" (`scaled_dot_product_attention` above)."""
 
     def __init__(self, d_model: int, num_heads: int, max_seq_len: int = 2048, rope_theta: float = 10000.0,
-                 attention: str = "auto", device=None, dtype=None):
+                 attention: str = "auto", device=None, dtype=None, num_kv_heads: int | None = None,
+                 qkv_bias: bool = False):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        kv = num_kv_heads or num_heads
+        if num_heads % kv:
+            raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {kv}")
         self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads
-        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.num_kv_heads = kv  # grouped-query attention: each key/value head serves num_heads / kv query heads
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype, bias=qkv_bias)
+        self.k_proj = Linear(d_model, kv * self.d_head, device=device, dtype=dtype, bias=qkv_bias)
+        self.v_proj = Linear(d_model, kv * self.d_head, device=device, dtype=dtype, bias=qkv_bias)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.rope = RotaryEmbedding(rope_theta, self.d_head, max_seq_len, device=device) if rope_theta else None
         self.attention = attention
@@ -149,8 +157,8 @@ class MultiHeadSelfAttention(nn.Module):
         *lead, seq, _ = x.shape
         # (..., seq, d_model) -> (..., heads, seq, d_head)
         q = rearrange(self.q_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
-        k = rearrange(self.k_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
-        v = rearrange(self.v_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
+        k = rearrange(self.k_proj(x), "... s (h d) -> ... h s d", h=self.num_kv_heads)
+        v = rearrange(self.v_proj(x), "... s (h d) -> ... h s d", h=self.num_kv_heads)
         if self.rope is not None:
             if token_positions is None:
                 start = cache.length if cache is not None else 0
@@ -158,7 +166,10 @@ class MultiHeadSelfAttention(nn.Module):
             pos = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions  # (..., 1, seq)
             q, k = self.rope(q, pos), self.rope(k, pos)
         if cache is not None:  # decoding: the new queries attend every cached key (bottom-right causal)
-            k, v = cache.append(k, v)  # (..., heads, cached + seq, d_head)
+            k, v = cache.append(k, v)  # (..., kv heads, cached + seq, d_head)
+        if self.num_kv_heads != self.num_heads:  # query head i reads key/value head i // group
+            group = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
         out = attend(q, k, v, causal=True, kind=self.attention)  # (..., heads, seq, d_head)
         # (..., heads, seq, d_head) -> (..., seq, d_model)
         return self.output_proj(rearrange(out, "... h s d -> ... s (h d)"))
@@ -179,11 +190,13 @@ class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then + ffn(norm(x))."""
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None, max_seq_len: int, rope_theta: float,
-                 attention: str = "auto", device=None, dtype=None):
+                 attention: str = "auto", device=None, dtype=None, num_kv_heads: int | None = None,
+                 qkv_bias: bool = False, norm_eps: float = 1e-5):
         super().__init__()
-        self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, rope_theta, attention, device=device, dtype=dtype)
-        self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
+        self.ln1 = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, rope_theta, attention, device=device,
+                                           dtype=dtype, num_kv_heads=num_kv_heads, qkv_bias=qkv_bias)
+        self.ln2 = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
         self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: "LayerKVCache | None" = None) -> Tensor:
@@ -195,21 +208,28 @@ class TransformerLM(nn.Module):
     """Token embedding -> blocks -> final RMSNorm -> untied LM head; returns logits (..., seq, vocab)."""
 
     def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
-                 d_ff: int | None = None, rope_theta: float = 10000.0, attention: str = "auto", device=None, dtype=None):
+                 d_ff: int | None = None, rope_theta: float = 10000.0, attention: str = "auto", device=None, dtype=None,
+                 num_kv_heads: int | None = None, qkv_bias: bool = False, tie_embeddings: bool = False,
+                 norm_eps: float = 1e-5):
         super().__init__()
         self.vocab_size, self.context_length = vocab_size, context_length
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, attention, device=device, dtype=dtype)
+            TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, attention, device=device, dtype=dtype,
+                             num_kv_heads=num_kv_heads, qkv_bias=qkv_bias, norm_eps=norm_eps)
             for _ in range(num_layers)
         )
-        self.ln_final = RMSNorm(d_model, device=device, dtype=dtype)
+        self.ln_final = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+        if tie_embeddings:  # one matrix for the input lookup and the output projection
+            self.lm_head.weight = self.token_embeddings.weight
 
     @classmethod
     def from_config(cls, cfg, device=None, dtype=None) -> "TransformerLM":
         return cls(cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff,
-                   cfg.rope_theta, cfg.attention, device=device, dtype=dtype)
+                   cfg.rope_theta, cfg.attention, device=device, dtype=dtype,
+                   num_kv_heads=getattr(cfg, "num_kv_heads", None), qkv_bias=getattr(cfg, "qkv_bias", False),
+                   tie_embeddings=getattr(cfg, "tie_embeddings", False), norm_eps=getattr(cfg, "norm_eps", 1e-5))
 
     def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None) -> Tensor:
         total = token_ids.shape[-1] + (cache.length if cache is not None else 0)
@@ -245,7 +265,7 @@ class KVCache:
         attn = model.layers[0].attn
         max_len = max_len or model.context_length
         p = model.lm_head.weight
-        shape = (*batch_shape, attn.num_heads, max_len, attn.d_head)
+        shape = (*batch_shape, attn.num_kv_heads, max_len, attn.d_head)  # grouped-query: only the kv heads
         self.layers = [LayerKVCache(torch.empty(shape, device=p.device, dtype=p.dtype),
                                     torch.empty(shape, device=p.device, dtype=p.dtype)) for _ in model.layers]
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
             "  scaling fit       IsoFLOP + parametric scaling-law fits of training runs, with bootstrap intervals\n"
             "  scaling sweep     plan and run an IsoFLOP sweep (one Ray task per run) on a tokenize run, then fit it\n"
-            "  align sft|grpo|dpo  SFT, GRPO with verifiable rewards (Ray rollout actor), DPO on preference pairs\n"
+            "  align sft|grpo|dpo|ei  SFT, GRPO (verifiable rewards, Ray rollout actor), DPO, expert iteration\n"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib

@@ -51,7 +51,8 @@ class AlignConfig:
     tokenizer: str = ""
     """A tokenizer folder (`sift train-tokenizer` output) or "gpt2"."""
     checkpoint: str = ""
-    """A `sift pretrain` (or `sift align sft`) checkpoint; empty: a fresh model of `preset` (tests, smoke runs)."""
+    """A `sift pretrain` (or `sift align sft`) checkpoint, or a Hugging Face Llama/Mistral/Qwen2 folder
+    (model/hf.py); empty: a fresh model of `preset` (tests, smoke runs)."""
     preset: str = "tiny"
     model: dict[str, Any] | None = None
     task: str = "arithmetic"
@@ -179,7 +180,11 @@ def _device(name: str) -> torch.device:
 
 
 def load_policy(cfg: AlignConfig, vocab_size: int, device: torch.device) -> tuple[TransformerLM, ModelConfig]:
-    if cfg.checkpoint:
+    if cfg.checkpoint and (Path(cfg.checkpoint) / "config.json").exists():  # a Hugging Face Llama/Qwen2 folder
+        from model.hf import load_hf_checkpoint
+
+        model, mcfg = load_hf_checkpoint(cfg.checkpoint, context_length=(cfg.model or {}).get("context_length"))
+    elif cfg.checkpoint:
         payload = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
         if "model_config" not in payload:
             raise ValueError(f"{cfg.checkpoint}: not a sift checkpoint (no model_config)")
@@ -540,7 +545,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
     from pipelines.config import parse_set, resolve
 
-    p = argparse.ArgumentParser(prog=prog, description="SFT and GRPO on verifiable tasks.")
+    p = argparse.ArgumentParser(prog=prog, description="SFT, GRPO, DPO and expert iteration on verifiable tasks.")
     p.add_argument("command", choices=["sft", "grpo", "dpo", "ei"])
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
