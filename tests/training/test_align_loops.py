@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -84,6 +85,13 @@ def test_sft_then_grpo_through_a_ray_actor(ray_local, tokenizer_dir, tmp_path):
     after = torch.load(tmp_path / "grpo" / "checkpoint.pt", weights_only=False)["model"]
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the policy moved
     assert (tmp_path / "grpo" / "curves.png").stat().st_size > 10_000
+    # groups with mixed rewards (the format bonus makes them common) became DPO pairs, readable by `align dpo`
+    from training.align.grpo import preference_pairs
+
+    pairs_file = tmp_path / "grpo" / "pairs.jsonl"
+    if pairs_file.exists():
+        pairs = preference_pairs(replace(cfg, pairs=str(pairs_file)))
+        assert all(c != r for _, c, r in pairs)
 
 
 def test_rollout_worker_stops_at_the_answer_tag(tokenizer_dir):
@@ -156,3 +164,17 @@ def test_expert_iteration_selection_is_exact(tokenizer_dir, tmp_path, monkeypatc
     assert result["kept"] == [4, 4]  # 32 samples = 4 questions x 8; one distinct correct answer each
     assert all(r["keep_rate"] == 4 / 32 and math.isfinite(r["sft_loss"]) for r in rows[:2])
     assert rows[0]["eval_accuracy"] == 1.0  # the scripted sampler answers held-out questions correctly too
+
+
+def test_pairs_from_rollouts_exact():
+    from training.align.grpo import pairs_from_rollouts
+
+    prompts = ["p1"] * 4 + ["p2"] * 4 + ["p3"] * 4
+    responses = ["a", "b", "a", "c", "x", "y", "z", "w", "m", "n", "o", "q"]
+    rewards = [1.0, 0.0, 1.0, 0.1, 0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 1.0, 0.0]
+    assert pairs_from_rollouts(prompts, responses, rewards, 4) == [
+        {"prompt": "p1", "chosen": "a", "rejected": "b"},  # p2: all rewards equal, no pair
+        {"prompt": "p3", "chosen": "n", "rejected": "m"}]
+    assert len(pairs_from_rollouts(prompts, responses, rewards, 4, max_per_group=4)) == 1 + 4  # p1: a-b; p3: 2 x 2
+    with pytest.raises(ValueError):
+        pairs_from_rollouts(prompts[:5], responses[:5], rewards[:5], 4)

@@ -81,6 +81,8 @@ class AlignConfig:
     loss_type: str = "reinforce_with_baseline"
     cliprange: float = 0.2
     use_std_normalization: bool = True
+    save_pairs: bool = True
+    """Append (chosen, rejected) pairs from groups with mixed rewards to <output>/pairs.jsonl (for DPO)."""
     format_bonus: float = 0.0
     """Added to the reward of a well-formed response (0: the answer alone counts, the R1-Zero rule)."""
     advantage_eps: float = 1e-6
@@ -399,6 +401,7 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
     n_prompts = cfg.rollout_batch_size // cfg.group_size
     batches = _batches(train, n_prompts, rng)
     history = []
+    (out / "pairs.jsonl").unlink(missing_ok=True)  # a rerun starts a fresh set, like metrics.jsonl
     metrics = open(out / "metrics.jsonl", "w")
     try:
         for step in range(cfg.grpo_steps):
@@ -418,6 +421,10 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
             if batch["input_ids"].shape[1] > mcfg.context_length:
                 raise ValueError(f"prompt + response of {batch['input_ids'].shape[1]} tokens exceed the context "
                                  f"{mcfg.context_length}: lower max_new_tokens or use a shorter template")
+            if cfg.save_pairs:  # on-policy DPO data: `sift align dpo --set pairs=<output>/pairs.jsonl`
+                with open(out / "pairs.jsonl", "a") as f:
+                    for pair in pairs_from_rollouts(prompts, responses, raw.tolist(), cfg.group_size):
+                        f.write(json.dumps(pair) + "\n")
             adv, raw = adv.to(device)[:, None], raw.to(device)[:, None]
             with torch.no_grad():
                 old = torch.cat([_response_log_probs(model, {k: v[i : i + cfg.micro_batch_size] for k, v in batch.items()})["log_probs"]
@@ -459,6 +466,30 @@ def grpo(cfg: AlignConfig) -> dict[str, Any]:
     first_eval = next((r["eval_accuracy"] for r in history if "eval_accuracy" in r), None)
     return {"output": str(out), "steps": cfg.grpo_steps, "eval_accuracy_first": first_eval,
             "eval_accuracy_final": final["eval_accuracy"], "reward_mean_last": history[-1]["reward_mean"] if history else None}
+
+
+def pairs_from_rollouts(prompts: list[str], responses: list[str], rewards: list[float], group_size: int,
+                        max_per_group: int = 1) -> list[dict[str, str]]:
+    """On-policy preference pairs from GRPO rollouts: within each group (one prompt), a best-rewarded response as
+    chosen against a worst-rewarded one as rejected, only where the two rewards differ; distinct pairs, at most
+    `max_per_group` per group, in order of appearance."""
+    if not (len(prompts) == len(responses) == len(rewards)) or len(prompts) % group_size:
+        raise ValueError("prompts, responses and rewards must have equal lengths, a multiple of group_size")
+    pairs = []
+    for g in range(0, len(prompts), group_size):
+        idx = range(g, g + group_size)
+        hi, lo = max(rewards[i] for i in idx), min(rewards[i] for i in idx)
+        if hi == lo:
+            continue
+        best = [responses[i] for i in idx if rewards[i] == hi]
+        worst = [responses[i] for i in idx if rewards[i] == lo]
+        seen: list[tuple[str, str]] = []
+        for c in dict.fromkeys(best):
+            for r in dict.fromkeys(worst):
+                if len(seen) < max_per_group:
+                    seen.append((c, r))
+        pairs += [{"prompt": prompts[g], "chosen": c, "rejected": r} for c, r in seen]
+    return pairs
 
 
 def preference_pairs(cfg: AlignConfig) -> list[tuple[str, str, str]]:
