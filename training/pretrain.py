@@ -76,7 +76,8 @@ class TrainConfig:
     preemptible job continues in the next invocation exactly as if it had not stopped."""
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda when available, else cpu; anything else as torch names it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -126,7 +127,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"compile_mode {cfg.compile_mode!r}: expected model or blocks")
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     train_ds, val_ds, vocab = load_data(cfg)

@@ -38,6 +38,7 @@ from training.align.rewards import (
     STOP, arithmetic_problems, countdown_question, countdown_reward, countdown_solve, gsm8k_answer, math_reward,
 )
 from training.optim import AdamW, clip_gradients
+from training.pretrain import resolve_device
 
 TEMPLATES = {
     "r1_zero": None,  # rewards.PROMPT, the DeepSeek-R1-Zero style instruction
@@ -177,10 +178,6 @@ def reward_fn_for(task: str, format_bonus: float = 0.0) -> Callable[[str, str], 
 
 # ------------------------------------------------------------------------------------------ model and rollouts
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-
-
 def load_policy(cfg: AlignConfig, vocab_size: int, device: torch.device) -> tuple[TransformerLM, ModelConfig]:
     if cfg.checkpoint and (Path(cfg.checkpoint) / "config.json").exists():  # a Hugging Face Llama/Qwen2 folder
         from model.hf import load_hf_checkpoint
@@ -208,7 +205,7 @@ class RolloutWorker:
     def __init__(self, mcfg: dict[str, Any], tokenizer_spec: str, device: str = "auto"):
         from pipelines.tokenize import load_tokenizer
 
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = TransformerLM.from_config(ModelConfig(**mcfg)).to(self.device)
         self.tok = load_tokenizer(tokenizer_spec)
 
@@ -261,7 +258,7 @@ def _setup(cfg: AlignConfig):
 
     if not cfg.output or not cfg.tokenizer:
         raise ValueError("align needs output and tokenizer")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     tok = load_tokenizer(cfg.tokenizer)
     vocab = tok.vocab_size
     model, mcfg = load_policy(cfg, vocab, device)
@@ -276,6 +273,18 @@ def _pad_id(tok) -> int:
     return eot if eot is not None else 0
 
 
+def _sft_update(model, opt, tok, prompts: list[str], responses: list[str], device, cfg: AlignConfig) -> tuple[float, float]:
+    """One optimiser step of SFT on (prompt, response) pairs, the loss per response token: (loss, gradient norm)."""
+    b = {k: v.to(device) for k, v in tokenize_prompt_and_output(prompts, responses, tok, _pad_id(tok)).items()}
+    logp = _response_log_probs(model, b)["log_probs"]
+    loss, _ = sft_microbatch_train_step(logp, b["response_mask"], 1,
+                                        normalize_constant=float(b["response_mask"].sum()) / len(prompts))
+    norm = clip_gradients(model.parameters(), cfg.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss), norm
+
+
 def sft(cfg: AlignConfig) -> dict[str, Any]:
     """Supervised fine-tuning on the task's reference solutions; loss on response tokens only."""
     from training.checkpoint import save_checkpoint
@@ -288,16 +297,9 @@ def sft(cfg: AlignConfig) -> dict[str, Any]:
     batches = _batches(train, cfg.sft_batch_size, rng)
     for step in range(cfg.sft_steps):
         exs = next(batches)
-        batch = {k: v.to(device) for k, v in tokenize_prompt_and_output([e.prompt for e in exs], [e.solution for e in exs],
-                                                                         tok, _pad_id(tok)).items()}
-        logp = _response_log_probs(model, batch)["log_probs"]
-        loss, _ = sft_microbatch_train_step(logp, batch["response_mask"], 1,
-                                            normalize_constant=float(batch["response_mask"].sum()) / len(exs))
-        norm = clip_gradients(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        metrics.write(json.dumps({"step": step + 1, "loss": float(loss), "grad_norm": norm}) + "\n")
+        loss, norm = _sft_update(model, opt, tok, [e.prompt for e in exs], [e.solution for e in exs], device, cfg)
+        losses.append(loss)
+        metrics.write(json.dumps({"step": step + 1, "loss": loss, "grad_norm": norm}) + "\n")
     metrics.close()
     save_checkpoint(model, opt, cfg.sft_steps, out / "checkpoint.pt", model_config=asdict(mcfg), config=asdict(cfg))
     return {"output": str(out), "steps": cfg.sft_steps, "first_loss": losses[0], "final_loss": losses[-1]}
@@ -366,15 +368,8 @@ def expert_iteration(cfg: AlignConfig) -> dict[str, Any]:
                     rng.shuffle(kept)
                     for i in range(0, len(kept), cfg.sft_batch_size):
                         chunk = kept[i : i + cfg.sft_batch_size]
-                        b = {k: v.to(device) for k, v in tokenize_prompt_and_output(
-                            [c[0] for c in chunk], [c[1] for c in chunk], tok, _pad_id(tok)).items()}
-                        logp = _response_log_probs(model, b)["log_probs"]
-                        loss, _ = sft_microbatch_train_step(logp, b["response_mask"], 1,
-                                                            normalize_constant=float(b["response_mask"].sum()) / len(chunk))
-                        clip_gradients(model.parameters(), cfg.grad_clip)
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-                        losses.append(float(loss))
+                        losses.append(_sft_update(model, opt, tok, [c[0] for c in chunk], [c[1] for c in chunk],
+                                                  device, cfg)[0])
                 push()
                 row.update({"sampled": len(texts), "kept": len(kept), "keep_rate": len(kept) / len(texts),
                             "sft_loss": sum(losses) / len(losses) if losses else None})
