@@ -4,8 +4,8 @@ DDP (all-reduce overlapped with backward) and with ZeRO-1 (sharded AdamW state).
     torchrun --nproc-per-node N benchmarks/ddp_scaling.py --models gpt2-small,gpt2-medium --out DIR   # N = 1, 2, 4, 8
     python benchmarks/ddp_scaling.py --summarize DIR        # the table: tokens/s, MFU, efficiency vs 1 GPU
 
-Per (model, mode), after warm-up (and compilation with --compile: each transformer block compiled on its own, so a
-block's gradients are ready, and its buckets all-reduced, while earlier blocks are still in backward):
+Per (model, mode), after warm-up (and compilation with --compile: one graph by default, or with --compile-mode blocks
+each transformer block on its own, so a block's buckets are all-reduced while earlier blocks are still in backward):
   step_ms        the full training step (forward, backward, gradient all-reduce, clipping, AdamW [+ ZeRO-1 broadcasts])
   nosync_ms      the same step without the gradient all-reduce: exposed communication = step_ms - nosync_ms
   allreduce_ms   one blocking all-reduce of every gradient (fp32), what the overlap hides
@@ -157,8 +157,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=0, help="per-GPU batch (default: 32 small, 16 medium)")
     p.add_argument("--bucket-mb", type=float, default=25.0)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--compile-mode", choices=["blocks", "model"], default="blocks",
-                   help="blocks: each transformer block compiled on its own (overlaps all-reduce); model: one graph")
+    p.add_argument("--compile-mode", choices=["blocks", "model"], default="model",
+                   help="model: one graph (pretraining's default); blocks: each transformer block compiled on its own "
+                        "(its buckets all-reduced while earlier blocks are still in backward)")
     p.add_argument("--tag", default="", help="suffix of the result file (to keep variants apart)")
     p.add_argument("--attention", default=None, help="model attention kind (default: the preset's auto)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))

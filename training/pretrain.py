@@ -90,6 +90,14 @@ def _peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+def mfu(flops_per_step: float, seconds: float, peak_per_device: float | None, world: int = 1) -> float | None:
+    """Model FLOPs utilisation: the step's model FLOPs (summed over all ranks) per second over the peak of all
+    `world` devices. None when the device's peak is unknown (CPU, unlisted GPU)."""
+    if not peak_per_device or seconds <= 0:
+        return None
+    return flops_per_step / seconds / (peak_per_device * world)
+
+
 def load_data(cfg: TrainConfig) -> tuple[TokenDataset, TokenDataset | None, int | None]:
     path = Path(cfg.shards)
     if path.is_dir():
@@ -225,7 +233,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             now = time.perf_counter()
             dt, t_last = now - t_last, now
             row = {"step": step + 1, "loss": total, "lr": lr, "grad_norm": norm, "tokens": (step + 1) * tokens_per_step,
-                   "tokens_per_s": tokens_per_step / dt, "mfu": (flops_per_step / dt / peak) if peak else None}
+                   "tokens_per_s": tokens_per_step / dt, "mfu": mfu(flops_per_step, dt, peak, world)}
             if rank == 0 and val_ds is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 row["val_loss"] = evaluate(model, val_ds, cfg, device, autocast)
             metrics.write(json.dumps(row) + "\n")

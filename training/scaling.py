@@ -93,9 +93,12 @@ def isoflop_fit(runs: list[dict]) -> IsoFlopFit:
         x = np.log([p[0] for p in pts])
         y = np.array([p[1] for p in pts])
         mid = x.mean()  # centred: a well-conditioned fit
-        with warnings.catch_warnings():  # bootstrap draws may repeat a point: a rank-deficient but usable fit
-            warnings.simplefilter("ignore", np.exceptions.RankWarning)
-            a2, a1, a0 = np.polyfit(x - mid, y, 2)
+        if len(np.unique(x)) < 3:  # a bootstrap draw repeating sizes: no parabola (LAPACK would get a zero column)
+            a2 = a1 = a0 = 0.0
+        else:
+            with warnings.catch_warnings():  # a draw may repeat one point: rank-deficient but usable
+                warnings.simplefilter("ignore", np.exceptions.RankWarning)
+                a2, a1, a0 = np.polyfit(x - mid, y, 2)
         xv = -a1 / (2 * a2) if a2 > 0 else np.nan
         if a2 > 0 and x.min() - mid <= xv <= x.max() - mid:
             n_opt.append(float(np.exp(xv + mid)))

@@ -141,3 +141,12 @@ def test_ray_train_two_cpu_workers(shards, tmp_path):
     assert sum(done["losses"][-5:]) < sum(done["losses"][:5])
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
+
+
+def test_mfu_is_over_the_peak_of_every_device():
+    from training.pretrain import mfu
+
+    # 4 ranks, 1e15 model FLOPs in the step, 1 s, 1e15 peak each: a quarter of the node's peak
+    assert mfu(1e15, 1.0, 1e15, world=4) == pytest.approx(0.25)
+    assert mfu(1e15, 2.0, 1e15) == pytest.approx(0.5)
+    assert mfu(1e15, 1.0, None, world=4) is None

@@ -76,3 +76,15 @@ def test_bad_runs(tmp_path):
     with pytest.raises(ValueError, match="at least 3"):
         isoflop_fit(load_runs(bad))
     assert main(["fit", str(bad)]) == 2
+
+
+def test_isoflop_fit_of_a_draw_repeating_one_size_takes_the_best_run(capfd):
+    """A bootstrap draw can pick the same run three times: no parabola is fitted (LAPACK used to print
+    'DLASCL parameter number 4 had an illegal value' here) and the budget falls back to its best run."""
+    runs = [{"parameters": 1e6, "compute_budget": 1e15, "final_loss": 3.0}] * 3 + [
+        {"parameters": n, "compute_budget": 1e16, "final_loss": l} for n, l in ((1e6, 3.0), (3e6, 2.8), (1e7, 2.9))]
+    fit = isoflop_fit(runs)
+    out = capfd.readouterr()
+    assert "DLASCL" not in out.out + out.err
+    assert fit.n_opt[0] == pytest.approx(1e6) and not fit.bracketed[0] and fit.bracketed[1]
+    assert np.isfinite(fit.a)

@@ -11,7 +11,7 @@ import pytest
 
 from model.config import forward_flops_per_token, parameter_count
 from training.scaling import load_runs
-from training.sweep import SweepConfig, main, plan, read_runs, run_sweep
+from training.sweep import SweepConfig, main, plan, read_runs, run_sweep, submission_order
 
 SHAPES = [{"d_model": 16, "num_layers": 1, "num_heads": 2},
           {"d_model": 32, "num_layers": 2, "num_heads": 2},
@@ -45,6 +45,9 @@ def test_plan_arithmetic_and_skips():
     # the run id changes with anything that changes the result, here the data and the learning rate
     assert plan(cfg, 1000, 1_000_000, "other-data")[0][0].run_id != runs[0].run_id
     assert plan(replace(cfg, max_lr=1e-3), 1000, 1_000_000)[0][0].run_id != runs[0].run_id
+    # submitted longest first, finished runs left out
+    order = submission_order(runs, done={runs[2].run_id})
+    assert [r.steps for r in order] == [1194, 373, 32, 12]
 
 
 def test_bad_sweep_configs():
