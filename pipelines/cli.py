@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "run": "pipelines.run",
     "curate": "pipelines.curate",
     "dedup": "pipelines.dedup",
     "dedup-report": "pipelines.dedup:report_main",
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(
             "usage: sift <command> [options]\n\ncommands:\n"
+            "  run               every stage as one job: curate, dedup, tokenize (+ report), pretrain [, sweep, align]\n"
             "  curate            WARC files -> clean document shards\n"
             "  dedup             exact, near-duplicate and line dedup of a curate run\n"
             "  dedup-report      cluster sizes and the largest clusters of a dedup run\n"

@@ -214,7 +214,18 @@ class CurateShard:
             "shard": unit["shard"],
             "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0,
+            "node": _node_id(),
         }
+
+
+def _node_id() -> str:
+    """The Ray node this worker runs on ("" outside Ray): the run summary says where the work went."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001 - diagnostics only
+        return ""
 
 
 def run(cfg: CurateConfig) -> dict[str, Any]:
@@ -259,8 +270,10 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         timings = list(ds.iter_rows())
         task_seconds = sum(r["seconds"] for r in timings)
         cpu_seconds = sum(r["cpu_seconds"] for r in timings)
+        nodes = dict(Counter(r["node"] for r in timings))
     else:
         task_seconds = cpu_seconds = 0.0
+        nodes = {}
     wall = time.perf_counter() - t0
 
     shard_stats = [out.read_json(STATS_DIR, f"{u['shard']}.json") for u in units]
@@ -277,6 +290,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "task_seconds": round(task_seconds, 3),
         "task_cpu_seconds": round(cpu_seconds, 3),
+        "shards_per_node": nodes,
         "stats": dict(sorted(total.items())),
     }
     out.write_json(summary, "stats.json")

@@ -105,16 +105,17 @@ def test_stats_balance_and_funnel():
 def test_shipped_configs_resolve(path):
     """Every YAML in configs/ is valid against the current config classes (a renamed field must not
     break the README's demo command)."""
+    from pipelines.run import RunConfig
     from pipelines.tokenize import TokenizeConfig
+    from training.align.grpo import AlignConfig
     from training.sweep import SweepConfig
 
-    from training.align.grpo import AlignConfig
-
     cls = (TokenizeConfig if path.name.endswith("-tokenize.yaml") else SweepConfig if path.name.startswith("sweep")
-           else AlignConfig if path.name.startswith("align") else CurateConfig)
+           else AlignConfig if path.name.startswith("align") else RunConfig if path.name.startswith("run-")
+           else CurateConfig)
     cfg = resolve(cls, str(path))
     assert {CurateConfig: lambda: cfg.input, TokenizeConfig: lambda: cfg.tokenizer, SweepConfig: lambda: cfg.budgets,
-            AlignConfig: lambda: cfg.task}[cls]()
+            AlignConfig: lambda: cfg.task, RunConfig: lambda: cfg.stage_configs()["tokenize"].input}[cls]()
 
 
 def test_lists_of_numbers_accept_yaml_1_1_exponents():
