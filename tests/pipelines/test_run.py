@@ -59,8 +59,8 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     stages = record["stages"]
     assert [s for s in stages] == list(cfg.stages) and all(s["status"] == "finished" for s in stages.values())
     # each stage read the one before it
-    assert json.load(open(out / "dedup" / "run.json"))["input_run"].endswith("run/curate")
-    assert json.load(open(out / "tokens" / "run.json"))["input_run"].endswith("run/dedup")
+    assert json.loads((out / "dedup" / "run.json").read_text())["input_run"].endswith("run/curate")
+    assert json.loads((out / "tokens" / "run.json").read_text())["input_run"].endswith("run/dedup")
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "dedup" / "documents").glob("*.parquet"))
     assert stages["tokenize"]["summary"]["documents"] == kept == stages["dedup"]["summary"]["documents_out"] > 0
     assert stages["curate"]["summary"]["files"] == 2 and sum(stages["curate"]["summary"]["shards_per_node"].values()) == 2
@@ -70,7 +70,7 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     assert (out / "align" / "sft" / "checkpoint.pt").exists()
     sft_config = json.loads((out / "align" / "sft" / "done.json").read_text())
     assert sft_config  # the SFT step's summary, kept for the rerun
-    assert json.load(open(out / "pipeline.json"))["stages"] == stages
+    assert json.loads((out / "pipeline.json").read_text())["stages"] == stages
 
     # a rerun does nothing, and says so
     capsys.readouterr()
