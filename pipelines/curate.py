@@ -263,7 +263,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         ds = ds.map(
             CurateShard,
             fn_constructor_args=(cfg,),
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
             num_cpus=1,
         )
         # shards and their stats are written by the workers; the rows only carry timings

@@ -711,7 +711,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
         done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_ref, dup_lines_ref),
-                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1)
+                         compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         for _ in done.iter_rows():
             pass
     total = statslib.merge(out.read_json(STATS_DIR, f"{s}.json") for s in shards)

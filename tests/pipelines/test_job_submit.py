@@ -3,6 +3,7 @@ running Ray head, started here on loopback with free ports and stopped again (on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -37,58 +38,87 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """`ray start --head --block` in its own process group; terminating it stops its processes only."""
+def _start(cmd: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+    log = open(log_path, "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the node's own process group (`ray start --block` and everything it started), then SIGKILL."""
+    proc.send_signal(signal.SIGINT)  # `ray start --block` stops what it started (SIGTERM: after 30 s)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _node_ports() -> list[str]:
+    agent_grpc, agent_http, metrics, runtime_env, node_mgr, obj_mgr = _free_ports(6)
+    return [f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+            f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
+            "--min-worker-port=0", "--max-worker-port=0"]
+
+
+@contextlib.contextmanager
+def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
+    """`ray start --head --block` (+ `ray start --address` per extra node), each in its own process group on
+    loopback with free ports; terminating them stops their processes only. Yields the dashboard address and env."""
     if not RAY_BIN.exists():
         pytest.skip("ray CLI not found next to the interpreter")
-    gcs, dash, client, agent_grpc, agent_http, metrics, runtime_env, node_mgr, obj_mgr = _free_ports(9)
+    gcs, dash, client = _free_ports(3)
     # Ray's temp dir path must stay short (unix socket path limit)
     temp_dir = Path("/tmp") / f"sift-ray-{os.getpid()}-{gcs}"
-    # Ray 2.60 heads require token auth; head and client share a private token for this test
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    }
+    # Ray 2.60 heads require token auth; the nodes and the client share a private token for this test
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(RAY_BIN), "start", "--head", "--block",
-        "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2", "--num-gpus=0",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        f"--ray-client-server-port={client}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--dashboard-agent-listen-port={agent_http}", f"--metrics-export-port={metrics}",
-        f"--runtime-env-agent-port={runtime_env}", f"--node-manager-port={node_mgr}",
-        f"--object-manager-port={obj_mgr}", f"--temp-dir={temp_dir}",
-        "--min-worker-port=0", "--max-worker-port=0",
-    ]
-    log = open(tmp_path / "ray-head.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    head = [str(RAY_BIN), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+            f"--num-cpus={head_cpus}", "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}",
+            *_node_ports()]
+    procs = [_start(head, tmp_path / "ray-head.log", env)]
     address = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
-            if proc.poll() is not None:
+            if procs[0].poll() is not None:
                 pytest.fail(f"ray head exited early:\n{(tmp_path / 'ray-head.log').read_text()[-3000:]}")
-            ok = subprocess.run(
-                [str(RAY_BIN), "job", "list", "--address", address], capture_output=True, text=True, env=env
-            )
+            ok = subprocess.run([str(RAY_BIN), "job", "list", "--address", address], capture_output=True, text=True,
+                                env=env)
             if ok.returncode == 0:
                 break
             time.sleep(1)
         else:
             pytest.fail("ray head did not come up in 90 s")
+        for i, cpus in enumerate(worker_cpus):
+            node = [str(RAY_BIN), "start", "--block", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={temp_dir}", *_node_ports()]
+            procs.append(_start(node, tmp_path / f"ray-node{i + 1}.log", env))
+        if worker_cpus:
+            count = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+                     "print(sum(n['Alive'] for n in ray.nodes()))")
+            while time.time() < deadline + 60:
+                alive = subprocess.run([sys.executable, "-c", count, f"127.0.0.1:{gcs}"], capture_output=True,
+                                       text=True, env=env)
+                if alive.stdout.strip() == str(1 + len(worker_cpus)):
+                    break
+                time.sleep(1)
+            else:
+                pytest.fail(f"worker nodes did not join: {alive.stdout} {alive.stderr[-2000:]}")
         yield address, env
     finally:
-        proc.send_signal(signal.SIGTERM)  # --block: tears down the processes this head started
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        for proc in reversed(procs):  # worker nodes first, then the head
+            _stop(proc, timeout=10 if proc is not procs[0] else 30)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    with _ray_cluster(tmp_path, 2, []) as head:
+        yield head
 
 
 def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
@@ -112,3 +142,47 @@ def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "documents").glob("*.parquet"))
     assert stats["extract/out"] > 10
     assert rows == stats["write/docs"] == stats["pii/out"] >= 1
+
+
+def _rows(folder: Path) -> dict[str, list[dict]]:
+    return {p.name: pq.read_table(p).to_pylist() for p in sorted(folder.glob("*.parquet"))}
+
+
+def test_ray_job_submit_runs_the_demo_job_on_two_nodes(ray_local, tmp_path):
+    """The whole demo job (`python -m pipelines.run`) submitted to a two-node cluster: curation work lands on
+    both nodes, and the documents, dedup output and token shards equal a single-node run's."""
+    from pipelines.config import parse_set, resolve
+    from pipelines.run import RunConfig, run_pipeline
+
+    # the same files for both runs (a job's relative paths resolve in its own copy of the working dir, and shard
+    # names and source_file carry the path)
+    sets = [f"curate.input=[{SAMPLE}]", "pretrain.steps=4", "pretrain.eval_every=2", "pretrain.context_length=32",
+            "pretrain_cpus=1", "report=false"]
+    out = tmp_path / "job-out"
+    t0 = time.time()
+    with _ray_cluster(tmp_path, 1, [1]) as (address, env):
+        t1 = time.time()  # one CPU per node: two file workers, one per node
+        cmd = [str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+               sys.executable, "-m", "pipelines.run", "--config", "configs/run-demo.yaml", "--output", str(out),
+               *[a for s in sets for a in ("--set", s)]]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+        t2 = time.time()
+    print(f"cluster up {t1 - t0:.0f} s, job {t2 - t1:.0f} s, down {time.time() - t2:.0f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((out / "pipeline.json").read_text())
+    assert {k: v["status"] for k, v in record["stages"].items()} == \
+        dict.fromkeys(("curate", "dedup", "tokenize", "pretrain"), "finished")
+    per_node = record["stages"]["curate"]["summary"]["shards_per_node"]
+    assert len(per_node) == 2 and sum(per_node.values()) == 7, per_node
+    assert (out / "model" / "checkpoint.pt").exists()
+
+    ref = tmp_path / "single"
+    cfg = resolve(RunConfig, str(REPO / "configs" / "run-demo.yaml"),
+                  parse_set([f"output={ref}", "stages=[curate, dedup, tokenize]", *sets]))
+    t3 = time.time()
+    run_pipeline(cfg)
+    print(f"single-node reference {time.time() - t3:.0f} s")
+    for stage in ("curate", "dedup"):
+        assert _rows(out / stage / "documents") == _rows(ref / stage / "documents"), stage
+    manifests = [json.loads((d / "tokens" / "tokens" / "manifest.json").read_text()) for d in (out, ref)]
+    assert manifests[0]["shards"] == manifests[1]["shards"]
