@@ -100,8 +100,8 @@ def wikitext_loss(model, tokens: np.ndarray, context: int, device, batch: int = 
 def train_both(out: Path, results: Path, steps: int, eval_every: int, device: str, held_tokens: int = 0) -> dict:
     import torch
 
+    from model.config import ModelConfig
     from model.layers import TransformerLM
-    from training.checkpoint import load_checkpoint
     from training.pretrain import TrainConfig, resolve_device, train
 
     results.mkdir(parents=True, exist_ok=True)
@@ -129,10 +129,8 @@ def train_both(out: Path, results: Path, steps: int, eval_every: int, device: st
         for done in range(eval_every, steps + 1, eval_every):
             train(replace(cfg, stop_after=eval_every if done < steps else 0))
             ckpt = torch.load(Path(cfg.output) / "checkpoint.pt", map_location="cpu", weights_only=False)
-            from model.config import ModelConfig
-
             model = TransformerLM.from_config(ModelConfig(**ckpt["model_config"]), device=dev)
-            load_checkpoint(Path(cfg.output) / "checkpoint.pt", model)
+            model.load_state_dict(ckpt["model"])
             curve.append({"step": done, "tokens": done * 32 * 256, "wikitext_loss": wikitext_loss(model, held, 256, dev)})
             print(f"{name} step {done}: WikiText-2 test loss {curve[-1]['wikitext_loss']:.4f}", flush=True)
         rows = [json.loads(line) for line in (Path(cfg.output) / "metrics.jsonl").read_text().split("\n") if line]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -34,12 +35,13 @@ from pipelines.curate import CurateConfig
 from pipelines.dedup import DedupConfig
 from pipelines.io import OutputDir
 from pipelines.tokenize import TokenizeConfig
+from training.align.grpo import COMMANDS as ALIGN_STEPS
 from training.align.grpo import AlignConfig
 from training.pretrain import TrainConfig
 from training.sweep import SweepConfig
 
 STAGES = ("curate", "dedup", "tokenize", "pretrain", "sweep", "align")
-ALIGN_COMMANDS = ("sft", "ei", "grpo", "dpo")
+ALIGN_COMMANDS = tuple(ALIGN_STEPS)
 PIPELINE_FILE = "pipeline.json"
 
 
@@ -153,20 +155,17 @@ def _train_task(cfg_dict: dict[str, Any], threads: int) -> dict[str, Any]:
     from training.pretrain import TrainConfig, train
 
     torch.set_num_threads(threads)
-    result = train(build(TrainConfig, cfg_dict))
-    result.pop("losses", None)
-    return result
+    return train(build(TrainConfig, cfg_dict))
 
 
 def _align_task(cfg_dict: dict[str, Any], command: str, threads: int) -> dict[str, Any]:
     import torch
 
     from pipelines.config import build
-    from training.align import grpo as align
+    from training.align.grpo import COMMANDS, AlignConfig
 
     torch.set_num_threads(threads)
-    fn = {"sft": align.sft, "ei": align.expert_iteration, "grpo": align.grpo, "dpo": align.dpo}[command]
-    result = fn(build(align.AlignConfig, cfg_dict))
+    result = COMMANDS[command](build(AlignConfig, cfg_dict))
     return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
@@ -185,10 +184,15 @@ def _localize_tokens(src: str, dst: str) -> None:
     """Copy a remote tokenize output's tokens/ folder to a local one (training memory-maps local files)."""
     import pyarrow.fs as pafs
 
-    if Path(dst, "tokens", "_SUCCESS").exists():
+    final = Path(dst, "tokens")
+    if (final / "_SUCCESS").exists():
         return
-    Path(dst).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(f"{src.rstrip('/')}/tokens", str(Path(dst, "tokens")), use_threads=True)
+    tmp = Path(dst, ".tokens.partial")  # renamed into place when whole: an interrupted copy is never used
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pafs.copy_files(f"{src.rstrip('/')}/tokens", str(tmp), use_threads=True)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
 
 
 def _pretrain(cfg: TrainConfig, run: RunConfig) -> dict[str, Any]:
@@ -211,19 +215,19 @@ def _pretrain(cfg: TrainConfig, run: RunConfig) -> dict[str, Any]:
 
 def _sweep(cfg: SweepConfig, run: RunConfig) -> dict[str, Any]:
     from pipelines.layout import init_ray
-    from training.sweep import read_runs, run_sweep
+    from training.sweep import run_sweep
 
     init_ray(run.num_cpus)
     result = run_sweep(cfg)
     failed = result.get("failed") or []
     if failed:
         raise RuntimeError(f"sweep: {len(failed)} run(s) failed; see {cfg.output}/runs.parquet")
-    rows = read_runs(Path(cfg.output) / "runs.parquet")
-    summary: dict[str, Any] = {"runs": len(rows), "skipped": len(result.get("skipped") or [])}
-    try:  # the fit needs >= 3 runs at >= 2 budgets; a small sweep still finishes, with the reason recorded
-        from training.scaling import isoflop_fit, load_runs
+    from training.scaling import isoflop_fit, load_runs
 
-        fit = isoflop_fit(load_runs(Path(cfg.output) / "runs.parquet"))
+    runs = load_runs(Path(cfg.output) / "runs.parquet")  # its finished runs (a failure raised above)
+    summary: dict[str, Any] = {"runs": len(runs), "skipped": len(result.get("skipped") or [])}
+    try:  # the fit needs >= 3 runs at >= 2 budgets; a small sweep still finishes, with the reason recorded
+        fit = isoflop_fit(runs)
         summary.update(n_opt_exponent=fit.a, d_opt_exponent=fit.b)
     except ValueError as exc:
         summary["fit"] = f"not fitted: {exc}"

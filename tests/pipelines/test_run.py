@@ -90,3 +90,21 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "== pretrain -> " in log and "== curate: complete, skipped" in log
     assert (out / "model" / "checkpoint.pt").exists()
+
+
+def test_token_shards_are_copied_whole_for_training(tmp_path):
+    """An object-store tokenize output is copied to train_output before training (here local to local, the same
+    pyarrow copy), through a temporary folder renamed into place."""
+    from pipelines.run import _localize_tokens
+
+    src = tmp_path / "store"
+    (src / "tokens" / "train").mkdir(parents=True)
+    (src / "tokens" / "train" / "shard-00000.arrow").write_bytes(b"\x01\x02")
+    (src / "tokens" / "_SUCCESS").write_bytes(b"")
+    dst = tmp_path / "local"
+    _localize_tokens(str(src), str(dst))
+    assert (dst / "tokens" / "train" / "shard-00000.arrow").read_bytes() == b"\x01\x02"
+    assert (dst / "tokens" / "_SUCCESS").exists() and not (dst / ".tokens.partial").exists()
+    (src / "tokens" / "train" / "shard-00000.arrow").write_bytes(b"changed")
+    _localize_tokens(str(src), str(dst))  # finished: not copied again
+    assert (dst / "tokens" / "train" / "shard-00000.arrow").read_bytes() == b"\x01\x02"

@@ -570,11 +570,14 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+COMMANDS = {"sft": sft, "ei": expert_iteration, "grpo": grpo, "dpo": dpo}
+
+
 def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
     from pipelines.config import parse_set, resolve
 
     p = argparse.ArgumentParser(prog=prog, description="SFT, GRPO, DPO and expert iteration on verifiable tasks.")
-    p.add_argument("command", choices=["sft", "grpo", "dpo", "ei"])
+    p.add_argument("command", choices=list(COMMANDS))
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -584,7 +587,7 @@ def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
         if args.output:
             overrides["output"] = args.output
         cfg = resolve(AlignConfig, args.config, overrides)
-        result = {"sft": sft, "grpo": grpo, "dpo": dpo, "ei": expert_iteration}[args.command](cfg)
+        result = COMMANDS[args.command](cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
