@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import tarfile
+from typing import Any
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -168,25 +169,37 @@ class URLBlocklist:
             self.urls = HashSet.cached(urls_source, "urls", _strip_url, cfg.cache_dir)
 
     def reject_reason(self, url: str) -> str | None:
+        return self.check(url)[0]
+
+    def check(self, url: str) -> tuple[str | None, dict[str, Any]]:
+        """(reason or None, evidence): the list entry or words of the URL that matched."""
         stripped = _strip_url(url)
         host = stripped.split("/", 1)[0].split(":", 1)[0]
-        if len(self.domains) and (host in self.domains or registered_domain(url) in self.domains):
-            return "blocked_domain"
+        if len(self.domains):
+            if host in self.domains:
+                return "blocked_domain", {"matched": host}
+            domain = registered_domain(url)
+            if domain in self.domains:
+                return "blocked_domain", {"matched": domain}
         if len(self.urls):
             # the URL itself, then each shorter path prefix: 'a.com/x/y', 'a.com/x', 'a.com'
             candidate = stripped.rstrip("/")
             while candidate:
                 if candidate in self.urls:
-                    return "blocked_url"
+                    return "blocked_url", {"matched": candidate}
                 cut = candidate.rfind("/")
                 if cut < 0:
                     break
                 candidate = candidate[:cut]
         tokens = [t for t in _NON_ALNUM.split(url.lower()) if t]
-        if self.banned_words.intersection(tokens):
-            return "banned_word"
-        if sum(t in self.soft_banned_words for t in tokens) >= self.cfg.soft_word_threshold:
-            return "soft_banned_words"
-        if self.banned_subwords is not None and self.banned_subwords.search("".join(tokens)):
-            return "banned_subword"
-        return None
+        banned = self.banned_words.intersection(tokens)
+        if banned:
+            return "banned_word", {"matched": sorted(banned)}
+        soft = [t for t in tokens if t in self.soft_banned_words]
+        if len(soft) >= self.cfg.soft_word_threshold:
+            return "soft_banned_words", {"matched": soft, "limit": self.cfg.soft_word_threshold}
+        if self.banned_subwords is not None:
+            found = self.banned_subwords.search("".join(tokens))
+            if found:
+                return "banned_subword", {"matched": found.group(0)}
+        return None, {}

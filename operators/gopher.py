@@ -253,3 +253,50 @@ def gopher_quality_ok(text: str) -> bool:
     if sum(line.rstrip().endswith("...") for line in lines) / len(lines) > _CORE.max_ellipsis_lines_frac:
         return False
     return _count_words_with_letter(words) / n >= _CORE.min_alpha_words_frac
+
+
+def gopher_evidence(text: str, reason: str, cfg: GopherConfig | None = None) -> dict[str, float]:
+    """The measured value behind a drop `reason` of `gopher_reject_reason` and the limit it broke.
+
+    `{"value": v, "limit": t}`: the answer to "why was this removed?" with numbers. Computed only for
+    removed documents (the rules themselves stop at the first failure and keep nothing).
+    """
+    cfg = cfg or GopherConfig()
+    words = text.split()
+    n = len(words)
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    ngram = re.fullmatch(r"(top|dup)_(\d+)gram_char_frac", reason)
+    if reason in ("too_few_words", "too_many_words"):
+        value: float = n
+        limit: float = cfg.min_words if reason == "too_few_words" else cfg.max_words
+    elif reason.startswith("mean_word_len"):
+        value = len("".join(words)) / n if n else 0.0
+        limit = cfg.min_mean_word_len if reason.endswith("short") else cfg.max_mean_word_len
+    elif reason == "too_many_symbols":
+        value = (text.count("#") + sum(text.count(e) for e in ELLIPSES)) / max(n, 1)
+        limit = cfg.max_symbol_word_ratio
+    elif reason == "too_many_bullet_lines":
+        value, limit = sum(line.startswith(BULLETS) for line in lines) / max(len(lines), 1), cfg.max_bullet_lines_frac
+    elif reason == "too_many_ellipsis_lines":
+        value, limit = sum(line.endswith(ELLIPSES) for line in lines) / max(len(lines), 1), cfg.max_ellipsis_lines_frac
+    elif reason == "too_few_alpha_words":
+        value, limit = _count_words_with_letter(words) / max(n, 1), cfg.min_alpha_words_frac
+    elif reason == "too_few_stop_words":
+        value, limit = _stop_words_present(words), cfg.min_stop_words
+    elif reason in ("dup_line_frac", "dup_line_char_frac"):
+        fracs = _dup_fracs(lines)
+        value = fracs[0] if reason == "dup_line_frac" else fracs[1]
+        limit = cfg.max_dup_line_frac if reason == "dup_line_frac" else cfg.max_dup_line_char_frac
+    elif reason in ("dup_para_frac", "dup_para_char_frac"):
+        fracs = _dup_fracs([p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()])
+        value = fracs[0] if reason == "dup_para_frac" else fracs[1]
+        limit = cfg.max_dup_para_frac if reason == "dup_para_frac" else cfg.max_dup_para_char_frac
+    elif ngram:
+        k = int(ngram.group(2))
+        if ngram.group(1) == "top":
+            value, limit = top_ngram_char_frac(words, k), cfg.max_top_ngram_char_frac[k]
+        else:
+            value, limit = dup_ngram_char_frac(words, k), cfg.max_dup_ngram_char_frac[k]
+    else:
+        raise ValueError(f"not a Gopher drop reason: {reason!r}")
+    return {"value": round(float(value), 6), "limit": float(limit)}

@@ -112,3 +112,28 @@ def fineweb_reject_reason(text: str, cfg: FineWebConfig | None = None) -> str | 
     if words and text.count("\n") / len(words) > cfg.max_newline_word_ratio:
         return "list_ratio"
     return None
+
+
+def fineweb_evidence(text: str, reason: str, cfg: FineWebConfig | None = None) -> dict[str, float]:
+    """`{"value": v, "limit": t}` behind a drop `reason` of `fineweb_reject_reason` (for removed pages)."""
+    cfg = cfg or FineWebConfig()
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if reason == "empty":
+        return {"value": 0.0, "limit": 1.0}
+    if reason == "line_punct_ratio":
+        value, limit = sum(line.endswith(TERMINAL_PUNCT) for line in lines) / len(lines), cfg.min_line_punct_frac
+    elif reason == "short_line_ratio":
+        value, limit = sum(len(line) < cfg.short_line_chars for line in lines) / len(lines), cfg.max_short_line_frac
+    elif reason == "char_dup_ratio":
+        seen: set[str] = set()
+        dup_chars = 0
+        for line in lines:
+            dup_chars += len(line) if line in seen else 0
+            seen.add(line)
+        value = dup_chars / max(len(text.replace(" ", "").replace("\n", "")), 1)
+        limit = cfg.max_dup_line_char_frac
+    elif reason == "list_ratio":
+        value, limit = text.count("\n") / max(len(text.split()), 1), cfg.max_newline_word_ratio
+    else:
+        raise ValueError(f"not a FineWeb drop reason: {reason!r}")
+    return {"value": round(float(value), 6), "limit": float(limit)}

@@ -326,7 +326,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("  nothing to do: every input already has a complete shard (delete the output to redo)")
     lines.append(f"  documents: {summary['documents_dir']}  (Parquet, one shard per input file)")
     if summary.get("exclusions_dir"):
-        lines.append(f"  removed:   {summary['exclusions_dir']}  (doc_id, url, stage, reason of every removed page)")
+        lines.append(f"  removed:   {summary['exclusions_dir']}  (doc_id, url, stage, reason and evidence of every removed page)")
     lines.append(f"  stats:     {summary['output']}/stats.json")
     return "\n".join(lines)
 

@@ -588,6 +588,8 @@ class RewriteShard:
         table = pq.read_table(self.src.path(DOCS_DIR, f"{shard}.parquet"))
         stats: Counter = Counter()
         ids = table.column("doc_id").to_pylist()
+        urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(ids)
+        domains = table.column("domain").to_pylist() if "domain" in table.column_names else [None] * len(ids)
         places = [f"{f}#{o}" for f, o in zip(table.column("source_file").to_pylist(), table.column("record_offset").to_pylist())]
         keep = np.ones(len(ids), bool)
         removed_rows = []
@@ -601,12 +603,14 @@ class RewriteShard:
                     kept_id, size, similarity, _, reason = self.removed[place]
                     keep[i] = False
                     stats[f"{stage}/drop_{reason}"] += 1
-                    removed_rows.append({"doc_id": doc_id, "stage": stage, "reason": reason,
+                    removed_rows.append({"doc_id": doc_id, "url": urls[i], "domain": domains[i], "stage": stage, "reason": reason,
                                          "kept_doc_id": kept_id, "similarity": similarity, "cluster_size": size})
             stats[f"{stage}/out"] += int(keep.sum())
         table = table.filter(pa.array(keep))
         if self.cfg.lines and self.dup_lines:
             texts = table.column("text").to_pylist()
+            line_urls = [u for u, k in zip(urls, keep) if k]
+            line_domains = [d for d, k in zip(domains, keep) if k]
             new_texts, keep = [], np.ones(len(texts), bool)
             stats["line_dedup/in"] += len(texts)
             for i, text in enumerate(texts):
@@ -615,7 +619,8 @@ class RewriteShard:
                 if not new.strip():
                     keep[i] = False
                     stats["line_dedup/drop_empty_after_line_dedup"] += 1
-                    removed_rows.append({"doc_id": table.column("doc_id")[i].as_py(), "stage": "line_dedup",
+                    removed_rows.append({"doc_id": table.column("doc_id")[i].as_py(), "url": line_urls[i],
+                                         "domain": line_domains[i], "stage": "line_dedup",
                                          "reason": "empty_after_line_dedup", "kept_doc_id": None,
                                          "similarity": None, "cluster_size": None})
                 new_texts.append(new)
@@ -643,6 +648,8 @@ class RewriteShard:
 
 REMOVED_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("domain", pa.string()),
     pa.field("stage", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("kept_doc_id", pa.string()),

@@ -8,6 +8,7 @@ this bookkeeping lives once, in `DocStage.__call__`, so every stage counts the s
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
@@ -17,8 +18,8 @@ import pyarrow as pa
 from operators.blocklist import BlocklistConfig, URLBlocklist
 from operators.classifier import ClassifierConfig, FastTextClassifier, score_reject_reason
 from operators.extract import ExtractConfig, Extractor, Rejected
-from operators.gopher import GopherConfig, gopher_reject_reason
-from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_reject_reason
+from operators.gopher import GopherConfig, gopher_evidence, gopher_reject_reason
+from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_evidence, fineweb_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
 from operators.pii import PIIConfig, mask_pii
 
@@ -27,8 +28,12 @@ Doc = dict[str, Any]
 EXCLUSION_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string()),
     pa.field("url", pa.string()),
+    pa.field("domain", pa.string()),
+    pa.field("source_file", pa.string()),
+    pa.field("record_offset", pa.int64()),
     pa.field("stage", pa.string()),
     pa.field("reason", pa.string()),
+    pa.field("evidence", pa.string()),  # JSON: the measured values behind the reason (`DocStage.explain`)
 ])
 
 
@@ -49,6 +54,13 @@ class DocStage(ABC):
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         """Return a drop reason, or None to keep `doc` (after setting this stage's columns on it)."""
 
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        """The evidence for dropping `doc` with `reason` (rule values, scores, matched list entries).
+
+        Called only for removed documents when exclusions are written, so it may recompute what
+        `decide` measured."""
+        return {}
+
     def __call__(self, docs: list[Doc], stats: Counter, rejected: list[dict] | None = None) -> list[Doc]:
         touch(stats, self.name)
         kept = []
@@ -59,7 +71,12 @@ class DocStage(ABC):
                 continue
             stats[f"{self.name}/drop_{reason}"] += 1
             if rejected is not None:
-                rejected.append({"doc_id": doc["doc_id"], "url": doc["url"], "stage": self.name, "reason": reason})
+                rejected.append({
+                    "doc_id": doc["doc_id"], "url": doc["url"], "domain": doc.get("domain"),
+                    "source_file": doc.get("source_file"), "record_offset": doc.get("record_offset"),
+                    "stage": self.name, "reason": reason,
+                    "evidence": json.dumps(self.explain(doc, reason), sort_keys=True),
+                })
         stats[f"{self.name}/in"] += len(docs)
         stats[f"{self.name}/out"] += len(kept)
         return kept
@@ -75,6 +92,9 @@ class BlocklistStage(DocStage):
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         return self.blocklist.reject_reason(doc["url"])
+
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        return self.blocklist.check(doc["url"])[1]
 
 
 class ExtractStage(DocStage):
@@ -99,6 +119,9 @@ class ExtractStage(DocStage):
         stats["extract/text_chars"] += len(text)
         return None
 
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        return {"html_bytes": len(doc["html"]), "charset": doc.get("charset")}
+
 
 class LanguageIDStage(DocStage):
     """Adds `lang` and `lang_score`; keeps configured languages scoring at least `min_score`.
@@ -119,6 +142,10 @@ class LanguageIDStage(DocStage):
         doc["lang"], doc["lang_score"] = lang, score
         return language_reject_reason(lang, score, self.cfg)
 
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        return {"lang": doc["lang"], "lang_score": round(float(doc["lang_score"]), 4),
+                "languages": list(self.cfg.languages), "min_score": self.cfg.min_score}
+
 
 class GopherStage(DocStage):
     """Drops documents that break a Gopher quality or repetition rule, counted by rule."""
@@ -130,6 +157,9 @@ class GopherStage(DocStage):
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         return gopher_reject_reason(doc["text"], self.cfg)
+
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        return gopher_evidence(doc["text"], reason, self.cfg)
 
 
 class C4Stage(DocStage):
@@ -159,6 +189,9 @@ class FineWebStage(DocStage):
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         return fineweb_reject_reason(doc["text"], self.cfg)
 
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        return fineweb_evidence(doc["text"], reason, self.cfg)
+
 
 class ClassifierStage(DocStage):
     """Adds `<name>_score` (probability of the model's positive label) and drops by threshold."""
@@ -173,6 +206,10 @@ class ClassifierStage(DocStage):
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         doc[self.column] = score = self.classifier.score(doc["text"])
         return score_reject_reason(score, self.cfg)
+
+    def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
+        limit = self.cfg.min_score if reason == "low_score" else self.cfg.max_score
+        return {"score": round(float(doc[self.column]), 4), "limit": limit}
 
 
 class PIIStage(DocStage):

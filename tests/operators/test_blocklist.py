@@ -55,6 +55,8 @@ def test_url_rule_in_isolation(tmp_path):
     assert bl.reject_reason("https://www.tumblr.com/staff") is None
     assert bl.reject_reason("https://die-orks.de/clips/") == "blocked_url"
     assert bl.reject_reason("https://die-orks.de/forum") is None
+    assert bl.check("https://www.tumblr.com/gjovbjfl1iw3n9/post/123") == ("blocked_url", {"matched": "tumblr.com/gjovbjfl1iw3n9"})
+    assert bl.check("https://die-orks.de/forum") == (None, {})
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -67,6 +69,15 @@ def test_url_rule_in_isolation(tmp_path):
 ])
 def test_word_rules(url, reason):
     assert URLBlocklist().reject_reason(url) == reason
+
+
+def test_check_names_what_matched(blocklist):
+    """The evidence `sift serve` shows for "why was this page removed?"."""
+    words = URLBlocklist()
+    assert words.check("https://example.com/free-porn-videos") == ("banned_word", {"matched": ["porn"]})
+    assert words.check("https://example.com/hot-sexy-babes") == ("soft_banned_words", {"matched": ["sexy", "babes"], "limit": 2})
+    assert words.check("https://example.com/watch-barely-legal-now") == ("banned_subword", {"matched": "barelylegal"})
+    assert blocklist.check("https://videos.pornocash.net/x") == ("blocked_domain", {"matched": "pornocash.net"})
 
 
 def test_sample_pages_pass(blocklist):

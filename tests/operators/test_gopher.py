@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from operators.gopher import (
     GopherConfig,
     dup_ngram_char_frac,
+    gopher_evidence,
     gopher_quality_ok,
     gopher_reject_reason,
     top_ngram_char_frac,
@@ -202,3 +203,43 @@ def test_early_exits_do_not_change_decisions():
     decisions = [gopher_reject_reason(t, cfg) for t in texts]
     assert decisions == [reference(t) for t in texts]
     assert any(d and d.startswith("dup_") for d in decisions)
+
+
+# --- evidence: the numbers behind a drop ------------------------------------------------------------------
+
+
+def _broken(evidence: dict, reason: str) -> bool:
+    low = reason.startswith("too_few") or reason.endswith("too_short")
+    return evidence["value"] < evidence["limit"] if low else evidence["value"] > evidence["limit"]
+
+
+def test_evidence_of_named_cases():
+    assert gopher_evidence(GERMAN, "too_few_stop_words") == {"value": 0.0, "limit": 2.0}
+    assert gopher_evidence(_words(49), "too_few_words") == {"value": 49.0, "limit": 50.0}
+    doubled = "\n".join(line for line in LINES for _ in range(2))
+    reason = gopher_reject_reason(doubled)
+    assert reason == "dup_line_frac"
+    assert gopher_evidence(doubled, reason) == {"value": 0.5, "limit": 0.3}  # every second line repeats
+    with pytest.raises(ValueError, match="not a Gopher drop reason"):
+        gopher_evidence(ADDRESS, "made_up")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n_words=st.integers(1, 300),
+    repeat=st.integers(1, 4),
+    bullets=st.floats(0, 1),
+    ellipses=st.floats(0, 1),
+    hashes=st.integers(0, 40),
+    shorten=st.booleans(),
+)
+def test_evidence_always_breaks_its_limit(n_words, repeat, bullets, ellipses, hashes, shorten):
+    """Whatever rule drops a mutated real text, its evidence shows the measured value past the limit."""
+    words = [w[:2] if shorten else w for w in (WORDS * 2)[:n_words]]
+    lines = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)] * repeat
+    lines = [("• " + ln) if i < bullets * len(lines) else ln for i, ln in enumerate(lines)]
+    lines = [(ln + " ...") if i < ellipses * len(lines) else ln for i, ln in enumerate(lines)]
+    text = "\n".join(lines) + " #" * hashes
+    reason = gopher_reject_reason(text)
+    if reason is not None:
+        assert _broken(gopher_evidence(text, reason), reason), (reason, gopher_evidence(text, reason))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_reject_reason
+from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_evidence, fineweb_reject_reason
 from tests.conftest import FIXTURES
 
 ADDRESS = (FIXTURES / "text" / "cs336-address.txt").read_text()
@@ -70,6 +70,16 @@ def test_fineweb_duplicate_chars_and_lists():
     assert fineweb_reject_reason("\n".join(SENTENCES[:6] + [SENTENCES[0]])) == "char_dup_ratio"
     listy = "\n".join(f"{w} {w}." for w in ADDRESS.split()[:40])  # two words a line: 0.5 newlines a word
     assert fineweb_reject_reason(listy, FineWebConfig(max_short_line_frac=1.0, max_dup_line_char_frac=1.0)) == "list_ratio"
+    assert fineweb_evidence(listy, "list_ratio") == {"value": 0.4875, "limit": 0.3}  # 39 breaks / 80 words
+
+
+def test_fineweb_evidence_matches_the_rule():
+    bare = "\n".join(s.rstrip(".") for s in SENTENCES[:8])
+    assert fineweb_evidence(bare, "line_punct_ratio") == {"value": 0.0, "limit": 0.12}
+    short = "\n".join([SENTENCES[0], "Four score.", "Seven years.", "Our fathers."])
+    assert fineweb_evidence(short, "short_line_ratio") == {"value": 0.75, "limit": 0.67}
+    dup = "\n".join(SENTENCES[:6] + [SENTENCES[0]])
+    assert fineweb_evidence(dup, "char_dup_ratio")["value"] > 0.01
 
 
 @settings(max_examples=100, deadline=None)

@@ -213,6 +213,20 @@ def test_classifier_thresholds_and_exclusions(ray_local, tmp_path):
     by_reason = Counter(f"{e['stage']}/drop_{e['reason']}" for e in excluded)
     assert by_reason == Counter(drops)
     assert all(e["url"].startswith("http") for e in excluded)
+    # the evidence column holds the numbers behind each reason, and they break the configured limit
+    for e in excluded:
+        ev = json.loads(e["evidence"])
+        assert e["domain"] and e["source_file"].endswith(".warc.gz") and e["record_offset"] >= 0
+        if e["stage"] == "quality":
+            assert ev["score"] < ev["limit"] == 0.05
+        elif e["stage"] == "nsfw":
+            assert ev["score"] > ev["limit"] == 0.9
+        elif e["stage"] == "gopher":
+            low = e["reason"].startswith("too_few") or e["reason"].endswith("short")
+            assert (ev["value"] < ev["limit"]) if low else (ev["value"] > ev["limit"]), e
+        elif e["stage"] == "extract":
+            assert ev["html_bytes"] >= 0
+    assert {e["stage"] for e in excluded} >= {"quality", "nsfw", "gopher"}
 
 
 def test_optional_line_filters_run_as_stages(ray_local, tmp_path):

@@ -52,6 +52,10 @@ def test_exact_duplicates_across_shards_are_removed_with_evidence(curated, tmp_p
     assert len(kept_ids) == len(set(kept_ids)) == s["exact_dedup/out"]
     assert (a in kept_ids) != (b in kept_ids)  # the same page under two URLs: one survives
     assert all(r["kept_doc_id"] in kept_ids for r in removed)
+    # each removal also carries its own URL and domain (for "why was this page removed?" by URL)
+    curated_urls = dict(zip(*(pads.dataset(curated / "documents", format="parquet").to_table().column(c).to_pylist()
+                              for c in ("doc_id", "url"))))
+    assert all(r["url"] == curated_urls[r["doc_id"]] and r["domain"] for r in removed)
 
 
 def test_line_dedup_removes_repeated_lines_everywhere(curated, tmp_path):
