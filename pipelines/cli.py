@@ -13,6 +13,7 @@ COMMANDS = {
     "tokenize": "pipelines.tokenize",
     "train-tokenizer": "training.tokenizer",
     "stats": "pipelines.report",
+    "serve": "pipelines.serve.cli",
     "pretrain": "training.pretrain",
     "generate": "training.sample",
     "scaling": "training.scaling",
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             "  train-tokenizer   train a byte-level BPE tokenizer on a curated run or text files\n"
             "  tokenize          tokenize a curate/dedup run into memory-mappable Arrow token shards\n"
             "  stats             funnel, languages, quality, domains, tokens and dedup of a run (+ HTML report)\n"
+            "  serve             web view of the runs in a folder: live funnel, why-removed lookup, shard browser\n"
             "  pretrain          train the TransformerLM on a tokenize run's shards (--num-workers N: Ray Train DDP)\n"
             "  generate          sample text from a pretrain checkpoint (temperature, top-p)\n"
             "  scaling fit       IsoFLOP + parametric scaling-law fits of training runs, with bootstrap intervals\n"

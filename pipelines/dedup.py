@@ -712,7 +712,11 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         if removed_map:
             removed_ref = ray.put(removed_map)
         if cfg.lines:
-            counts = docs.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
+            # lines are counted over the documents that survive document dedup: counting the removed copies too
+            # would make every line of a kept page "repeated" and empty it, losing the whole duplicate cluster
+            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+                if removed_map else docs
+            counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
             dup = [r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()]
             dup_lines_ref = ray.put(np.array(dup, np.int64))
         units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))

@@ -11,6 +11,7 @@ import os
 DOCS_DIR = "documents"  # only Parquet shards (+ _SUCCESS): readable as one dataset by pyarrow / Ray Data
 EXCLUSIONS_DIR = "exclusions"  # with write_exclusions: removed documents with stage and reason
 STATS_DIR = "shard_stats"  # <shard>.json per shard; written last, so it marks the unit complete
+PIPELINE_FILE = "pipeline.json"  # a `sift run` job's record: config and per-stage status, hash, seconds, summary
 
 
 def init_ray(num_cpus: int | None) -> None:

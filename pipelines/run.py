@@ -34,6 +34,7 @@ from pipelines.config import config_hash, parse_set, resolve
 from pipelines.curate import CurateConfig
 from pipelines.dedup import DedupConfig
 from pipelines.io import OutputDir
+from pipelines.layout import PIPELINE_FILE
 from pipelines.tokenize import TokenizeConfig
 from training.align.grpo import COMMANDS as ALIGN_STEPS
 from training.align.grpo import AlignConfig
@@ -42,7 +43,6 @@ from training.sweep import SweepConfig
 
 STAGES = ("curate", "dedup", "tokenize", "pretrain", "sweep", "align")
 ALIGN_COMMANDS = tuple(ALIGN_STEPS)
-PIPELINE_FILE = "pipeline.json"
 
 
 @dataclass(frozen=True)

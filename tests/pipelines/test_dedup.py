@@ -58,6 +58,16 @@ def test_exact_duplicates_across_shards_are_removed_with_evidence(curated, tmp_p
     assert all(r["url"] == curated_urls[r["doc_id"]] and r["domain"] for r in removed)
 
 
+def test_line_dedup_never_empties_the_keeper_of_a_duplicate_cluster(curated, tmp_path):
+    """Lines are counted after document dedup: the removed copies of a page do not make its kept copy's lines
+    "repeated" (which emptied the keeper and lost every copy of the page)."""
+    dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
+    removed = pads.dataset(tmp_path / "d" / "dedup_removed", format="parquet").to_table().to_pylist()
+    kept_ids = set(pads.dataset(tmp_path / "d" / "documents", format="parquet").to_table().column("doc_id").to_pylist())
+    twins = {r["kept_doc_id"] for r in removed if r["stage"] == "exact_dedup"}
+    assert twins and twins <= kept_ids
+
+
 def test_line_dedup_removes_repeated_lines_everywhere(curated, tmp_path):
     summary = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
     s = summary["stats"]
