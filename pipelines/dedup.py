@@ -35,6 +35,7 @@ from pipelines import stats as statslib
 from pipelines.config import config_hash, stage_main
 from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray
 from pipelines.io import OutputDir
+from pipelines.localdata import LocalDataset
 from pipelines.run_info import run_metadata
 
 REMOVED_DIR = "dedup_removed"
@@ -56,6 +57,10 @@ class DedupConfig:
     """Size of the embedded local Ray (ignored with RAY_ADDRESS)."""
     shuffle_partitions: int = 0
     """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs."""
+    local_max_docs: int = 20_000
+    """Corpora of up to this many documents are deduplicated in this process, same algorithm and output, instead
+    of as Ray Data shuffles (whose start-up costs ~20 s however small the input); 0 always uses Ray Data. Runs on
+    a Ray cluster (RAY_ADDRESS set) always use Ray Data."""
     fuzzy: bool = True
     """Remove near duplicates: MinHash + LSH candidates, each verified by exact shingle Jaccard."""
     jaccard_threshold: float = 0.8
@@ -317,17 +322,34 @@ def _kept_places(batch: pa.Table, places: frozenset) -> pa.Table:
     return batch.filter(pa.array([p in places for p in _places(batch)], pa.bool_()))
 
 
-def write_index(cfg: "DedupConfig", src: OutputDir, out: OutputDir, previous: dict[str, Any] | None) -> None:
+def _local_ok(n_docs: int, cfg: "DedupConfig") -> bool:
+    """In-process dedup: a small corpus, no index to read (it may be large), and no Ray cluster to send work to
+    (under `ray job submit` the driver's working-dir copy can be removed while the job runs: found in the
+    two-node test, where compiling the MinHash kernel in the driver then failed on `os.getcwd()`)."""
+    return n_docs <= cfg.local_max_docs and not cfg.index and not os.environ.get("RAY_ADDRESS")
+
+
+def _small(src: OutputDir, shards: list[str], cfg: "DedupConfig") -> bool:
+    return _local_ok(sum(pq.ParquetFile(src.path(DOCS_DIR, f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
+                         for s in shards), cfg)
+
+
+def write_index(cfg: "DedupConfig", src: OutputDir, out: OutputDir, previous: dict[str, Any] | None,
+                local: bool = False) -> None:
     """index/: one Parquet part with the kept documents of this run (their text *before* line dedup, so a
     re-crawled copy of a page still matches), and index.json listing it after the parts of `previous`."""
-    import ray
-
-    init_ray(cfg.num_cpus)
     kept = pa.concat_tables([pq.read_table(out.path(DOCS_DIR, n), columns=["source_file", "record_offset"])
                              for n in out.list(DOCS_DIR, suffix=".parquet")])
     places = frozenset(f"{f}#{o}" for f, o in zip(kept.column("source_file").to_pylist(), kept.column("record_offset").to_pylist()))
     paths = [src.path(DOCS_DIR, n) for n in src.list(DOCS_DIR, suffix=".parquet")]
-    docs = ray.data.read_parquet(paths).select_columns(["doc_id", "source_file", "record_offset", "text"])
+    columns = ["doc_id", "source_file", "record_offset", "text"]
+    if local:
+        docs = LocalDataset.read_parquet(paths, columns, filesystem=src.fs)
+    else:
+        import ray
+
+        init_ray(cfg.num_cpus)
+        docs = ray.data.read_parquet(paths).select_columns(columns)
     rows = docs.map_batches(functools.partial(_kept_places, places=places), batch_format="pyarrow") \
         .map_batches(functools.partial(_index_rows, num_perm=cfg.num_perm, ngram=cfg.ngram), batch_format="pyarrow")
     table = pa.concat_tables([pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
@@ -574,8 +596,11 @@ class RewriteShard:
         self.out = OutputDir(cfg.output)
         # place (source_file#record_offset) of each removed document ->
         #   (kept doc_id, cluster size, similarity, stage, reason)
-        self.removed: dict[str, tuple] = ray.get(removed_ref) if removed_ref is not None else {}
-        self.dup_lines = set(ray.get(dup_lines_ref).tolist()) if dup_lines_ref is not None else set()
+        def fetch(ref):  # an object-store reference under Ray Data, the value itself in the local path
+            return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+
+        self.removed: dict[str, tuple] = fetch(removed_ref) if removed_ref is not None else {}
+        self.dup_lines = set(fetch(dup_lines_ref).tolist()) if dup_lines_ref is not None else set()
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
         shard = unit["shard"]
@@ -678,15 +703,22 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     out.write_json({**meta, "status": "running"}, "run.json")
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 
+    local = False
     if pending:
         import ray
 
-        init_ray(cfg.num_cpus)
         paths = [src.path(DOCS_DIR, f"{s}.parquet") for s in shards]  # every shard: duplicates span shards
-        schema_names = pq.read_schema(paths[0]).names
+        schema_names = pq.read_schema(paths[0], filesystem=src.fs).names
         columns = [c for c in ("doc_id", "source_file", "record_offset", "text", "warc_date", "quality_score") if c in schema_names]
-        docs = ray.data.read_parquet(paths, columns=columns)
-        partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
+        n_docs = sum(pq.ParquetFile(p, filesystem=src.fs).metadata.num_rows for p in paths)
+        local = _local_ok(n_docs, cfg)
+        if local:
+            docs = LocalDataset.read_parquet(paths, columns, filesystem=src.fs)
+            partitions = 1
+        else:
+            init_ray(cfg.num_cpus)
+            docs = ray.data.read_parquet(paths, columns=columns)
+            partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
         removed_ref = dup_lines_ref = None
         removed_map: dict[str, tuple] = {}
         keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
@@ -710,7 +742,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
                 if removed_map else docs
             removed_map.update(index_removals(survivors, index_info, cfg, partitions))
         if removed_map:
-            removed_ref = ray.put(removed_map)
+            removed_ref = removed_map if local else ray.put(removed_map)
         if cfg.lines:
             # lines are counted over the documents that survive document dedup: counting the removed copies too
             # would make every line of a kept page "repeated" and empty it, losing the whole duplicate cluster
@@ -718,7 +750,12 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
                 if removed_map else docs
             counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
             dup = [r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()]
-            dup_lines_ref = ray.put(np.array(dup, np.int64))
+            dup_lines_ref = np.array(dup, np.int64) if local else ray.put(np.array(dup, np.int64))
+    if pending and local:
+        rewrite = RewriteShard(cfg, removed_ref, dup_lines_ref)
+        for s in pending:
+            rewrite({"shard": s})
+    elif pending:
         units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
         done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_ref, dup_lines_ref),
@@ -730,7 +767,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     if errors:
         raise AssertionError(f"stats do not balance: {errors}")
     if cfg.write_index and not out.exists(INDEX_DIR, "_SUCCESS"):
-        write_index(cfg, src, out, index_info)
+        write_index(cfg, src, out, index_info, local=local or not pending and _small(src, shards, cfg))
     summary = {"output": out.uri, "shards": len(shards), "shards_processed_now": len(pending),
                "wall_seconds": round(time.perf_counter() - t0, 3), "stats": dict(sorted(total.items()))}
     out.write_json(summary, "stats.json")

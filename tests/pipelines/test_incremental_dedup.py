@@ -96,9 +96,28 @@ def test_distributed_connected_components_equal_union_find(ray_local, tmp_path):
         rows = pads.dataset(tmp_path / out / "dedup_removed", format="parquet").to_table().to_pylist()
         return {r["doc_id"]: (r["kept_doc_id"], r["cluster_size"]) for r in rows}
 
-    local = removed("uf")
-    distributed = removed("lp", distributed_cc_min_edges=0)
+    local = removed("uf", local_max_docs=0)
+    distributed = removed("lp", distributed_cc_min_edges=0, local_max_docs=0)  # on Ray Data, not in-process
     assert distributed == local
     mit = [p.stem for p in MIT]
     assert len(mit) == 11 and sum(1 for d in mit if d in local) == 10
     assert {v for v in local.values()} >= {(min(mit), 11)}
+
+
+def test_in_process_path_gives_the_ray_data_output_byte_for_byte(ray_local, tmp_path):
+    """Small corpora skip Ray Data (`local_max_docs`): exact, near-duplicate and line dedup, the removal evidence,
+    the stats and the index are identical to the distributed run's."""
+    address = (FIXTURES / "text" / "cs336-address.txt").read_text()
+    run = _documents_run(tmp_path / "docs", sorted(LIC.glob("*.txt")) + [FIXTURES / "text" / "cs336-address.txt"],
+                         extra={"address-copy": address, "address-copy-2": address + "\n"})
+    outs = {}
+    for name, limit in (("ray", 0), ("local", 10_000)):
+        summary = dedup.run(DedupConfig(input=str(run), output=str(tmp_path / name), local_max_docs=limit))
+        outs[name] = summary["stats"]
+    s = outs["local"]
+    assert s == outs["ray"] and balance_errors(s) == []
+    assert s["exact_dedup/drop_duplicate_document"] >= 2 and s["fuzzy_dedup/drop_near_duplicate"] >= 5
+    assert s["line_dedup/lines_removed"] > 0
+    for sub in ("documents/part-0.parquet", "dedup_removed/part-0.parquet", "index/part.parquet"):
+        a, b = (pq.read_table(tmp_path / n / sub) for n in ("ray", "local"))
+        assert a.equals(b), sub

@@ -133,6 +133,7 @@ def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
         *[a for p in inputs for a in ("--input", str(p))], "--output", str(out), "--json",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    (tmp_path / "job.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr).lower()
     stats = json.load(open(out / "stats.json"))["stats"]
@@ -168,6 +169,7 @@ def test_ray_job_submit_runs_the_demo_job_on_two_nodes(ray_local, tmp_path):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
         t2 = time.time()
     print(f"cluster up {t1 - t0:.0f} s, job {t2 - t1:.0f} s, down {time.time() - t2:.0f} s")
+    (tmp_path / "job.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((out / "pipeline.json").read_text())
     assert {k: v["status"] for k, v in record["stages"].items()} == \
