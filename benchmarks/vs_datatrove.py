@@ -157,7 +157,7 @@ def main() -> int:
         ("tokenize", dt["seconds"]["tokenize"], sf["seconds"]["tokenize"]),
         ("end to end (process wall)", dt["wall"], sf["wall"]),
     ]
-    print(f"\n{len(os.listdir(args.input))} files in {args.input}: {records:,} HTML records (sift) / "
+    print(f"\n{len(list(Path(args.input).glob('*.warc.gz')))} WARC files in {args.input}: {records:,} HTML records (sift) / "
           f"{dt['records_in']:,} (datatrove); {cores} cores each\n")
     print(f"{'stage':<27} {'datatrove s':>12} {'sift s':>8} {'sift speed-up':>14} {'datatrove rec/s/core':>21} {'sift rec/s/core':>16}")
     for name, a, b in rows:
