@@ -3,7 +3,8 @@
     python _datatrove_pipeline.py --input DIR --work DIR --workers N --lid lid.176.ftz --tokenizer tokenizer.json
 
 The FineWeb-style datatrove pipeline, offline: WarcReader -> URLFilter -> Trafilatura -> LanguageFilter (ft176,
-en >= 0.65) -> GopherRepetitionFilter -> GopherQualityFilter -> PIIFormatter -> JsonlWriter; then MinHash dedup
+en >= 0.65) -> GopherRepetitionFilter -> GopherQualityFilter [-> C4QualityFilter -> FineWebQualityFilter with --fineweb]
+-> PIIFormatter -> JsonlWriter; then MinHash dedup
 in its four steps (signatures, buckets, clusters, filter); then DocumentTokenizer (GPT-2). One task per WARC file,
 `workers` processes. Writes <work>/result.json: wall seconds per stage, documents per stage, kept ids.
 """
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--tokenizer", required=True, help="a tokenizer.json (GPT-2)")
     p.add_argument("--buckets", type=int, default=14)
     p.add_argument("--hashes-per-bucket", type=int, default=8)
+    p.add_argument("--fineweb", action="store_true", help="add the FineWeb recipe's C4 and FineWeb quality filters")
     args = p.parse_args()
 
     # datatrove downloads lid.176.bin into huggingface_hub's assets cache on first use: put the model there instead
@@ -45,7 +47,8 @@ def main() -> None:
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter, URLFilter
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                            GopherRepetitionFilter, LanguageFilter, URLFilter)
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.readers import JsonlReader, WarcReader
     from datatrove.pipeline.tokens import DocumentTokenizer
@@ -70,6 +73,7 @@ def main() -> None:
         LanguageFilter(languages=["en"], language_threshold=0.65),
         GopherRepetitionFilter(),
         GopherQualityFilter(),
+        *([C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter()] if args.fineweb else []),
         PIIFormatter(),
         JsonlWriter(f"{work}/curated"),
     ], tasks=n)

@@ -68,17 +68,43 @@ def gpt2_tokenizer_json(path: Path) -> Path:
     return path
 
 
+def run_measured(cmd: list[str], log_path: Path, env: dict, cwd: Path | None = None) -> dict:
+    """Run `cmd`, sampling the resident memory of it and all its descendants every 0.2 s (psutil)."""
+    import psutil
+
+    peak_proc, peak_total = 0, 0
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = []
+                for p in procs:
+                    try:
+                        rss.append(p.memory_info().rss)
+                    except psutil.Error:
+                        pass
+                peak_proc, peak_total = max(peak_proc, max(rss, default=0)), max(peak_total, sum(rss))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}); see {log_path}")
+    return {"wall": round(time.perf_counter() - t0, 2), "peak_process_mb": round(peak_proc / 2**20),
+            "peak_total_mb": round(peak_total / 2**20)}
+
+
 def run_datatrove(python: Path, args, work: Path, tokenizer: Path) -> dict:
     env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     cmd = [str(python), str(REPO / "benchmarks" / "_datatrove_pipeline.py"), "--input", args.input, "--work",
            str(work / "datatrove"), "--workers", str(args.workers), "--tokenizer", str(tokenizer),
            "--lid", str(REPO / "operators" / "resources" / "lid.176.ftz"),
-           "--buckets", str(args.bands), "--hashes-per-bucket", str(args.rows)]
-    t0 = time.perf_counter()
-    with open(work / "datatrove.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+           "--buckets", str(args.bands), "--hashes-per-bucket", str(args.rows)] + (["--fineweb"] if args.fineweb else [])
+    measured = run_measured(cmd, work / "datatrove.log", env)
     result = json.loads((work / "datatrove" / "result.json").read_text())
-    result["wall"] = round(time.perf_counter() - t0, 2)
+    result.update(measured)
     steps = {}
     for step in result["datatrove_stats"]["curate"]:
         name = step["name"].split(" ")[-1]
@@ -99,15 +125,14 @@ def run_sift(args, work: Path) -> dict:
     sets = [f"output={out}", "stages=[curate, dedup, tokenize]", "report=false", f"curate.input=[{args.input}]",
             "curate.quality.enabled=false", f"curate.num_cpus={args.workers}", "dedup.documents=false",
             "dedup.lines=false", f"dedup.num_perm={args.bands * args.rows}", f"dedup.jaccard_threshold={threshold:.3f}"]
+    if args.fineweb:  # the FineWeb recipe's C4 filter keeps lines without terminal punctuation
+        sets += ["curate.c4.enabled=true", "curate.c4.filter_no_terminal_punct=false", "curate.fineweb.enabled=true"]
     cmd = [sys.executable, "-m", "pipelines.run", "--config", str(REPO / "configs" / "run-demo.yaml")]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS", None)
-    t0 = time.perf_counter()
-    with open(work / "sift.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    wall = time.perf_counter() - t0
+    measured = run_measured(cmd, work / "sift.log", env, cwd=REPO)
     record = json.loads((out / "pipeline.json").read_text())
     import pyarrow.dataset as pads
 
@@ -117,7 +142,7 @@ def run_sift(args, work: Path) -> dict:
     stats = json.loads((out / "curate" / "stats.json").read_text())["stats"]
     manifest = json.loads((out / "tokens" / "tokens" / "manifest.json").read_text())
     return {
-        "wall": round(wall, 2),
+        **measured,
         "seconds": {s: r["seconds"] for s, r in record["stages"].items()},
         "records_in": stats["read/out"],
         "curated_ids": ids(out / "curate" / "documents"),
@@ -134,6 +159,7 @@ def main() -> int:
     p.add_argument("--bands", type=int, default=14, help="MinHash buckets (datatrove's default 14)")
     p.add_argument("--rows", type=int, default=8, help="hashes per bucket (datatrove's default 8)")
     p.add_argument("--venv", default=str(DT_VENV))
+    p.add_argument("--fineweb", action="store_true", help="both add the FineWeb recipe's C4 and FineWeb quality filters")
     p.add_argument("--out", default=str(REPO / "runs" / "vs-datatrove"))
     args = p.parse_args()
     if not Path(args.input).is_dir():
@@ -162,6 +188,8 @@ def main() -> int:
     print(f"{'stage':<27} {'datatrove s':>12} {'sift s':>8} {'sift speed-up':>14} {'datatrove rec/s/core':>21} {'sift rec/s/core':>16}")
     for name, a, b in rows:
         print(f"{name:<27} {a:>12.1f} {b:>8.1f} {a / b:>13.2f}x {records / a / cores:>21.1f} {records / b / cores:>16.1f}")
+    print(f"\npeak memory: datatrove largest process {dt['peak_process_mb']} MB, all processes {dt['peak_total_mb']} MB; "
+          f"sift largest process {sf['peak_process_mb']} MB, all processes {sf['peak_total_mb']} MB (Ray's own daemons included)")
     print("\ndatatrove curate steps (summed over tasks, seconds): " +
           ", ".join(f"{k} {v['seconds']}" for k, v in dt["steps"].items()))
     dc, sc = set(dt["curated_ids"]), set(sf["curated_ids"])

@@ -65,7 +65,8 @@ def _node_ports() -> list[str]:
 @contextlib.contextmanager
 def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
     """`ray start --head --block` (+ `ray start --address` per extra node), each in its own process group on
-    loopback with free ports; terminating them stops their processes only. Yields the dashboard address and env."""
+    loopback with free ports; terminating them stops their processes only. Yields the dashboard address, env and
+    the node processes (head first; a test may kill a worker node's process group)."""
     if not RAY_BIN.exists():
         pytest.skip("ray CLI not found next to the interpreter")
     gcs, dash, client = _free_ports(3)
@@ -108,7 +109,7 @@ def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
                 time.sleep(1)
             else:
                 pytest.fail(f"worker nodes did not join: {alive.stdout} {alive.stderr[-2000:]}")
-        yield address, env
+        yield address, env, procs
     finally:
         for proc in reversed(procs):  # worker nodes first, then the head
             _stop(proc, timeout=10 if proc is not procs[0] else 30)
@@ -117,8 +118,8 @@ def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
 
 @pytest.fixture
 def ray_head(tmp_path):
-    with _ray_cluster(tmp_path, 2, []) as head:
-        yield head
+    with _ray_cluster(tmp_path, 2, []) as (address, env, _):
+        yield address, env
 
 
 def test_ray_job_submit_curates_the_sample(ray_head, tmp_path):
@@ -161,7 +162,7 @@ def test_ray_job_submit_runs_the_demo_job_on_two_nodes(ray_local, tmp_path):
             "pretrain_cpus=1", "report=false"]
     out = tmp_path / "job-out"
     t0 = time.time()
-    with _ray_cluster(tmp_path, 1, [1]) as (address, env):
+    with _ray_cluster(tmp_path, 1, [1]) as (address, env, _):
         t1 = time.time()  # one CPU per node: two file workers, one per node
         cmd = [str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
                sys.executable, "-m", "pipelines.run", "--config", "configs/run-demo.yaml", "--output", str(out),
