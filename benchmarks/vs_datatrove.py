@@ -107,7 +107,8 @@ def run_datatrove(python: Path, args, work: Path, tokenizer: Path) -> dict:
     result.update(measured)
     steps = {}
     for step in result["datatrove_stats"]["curate"]:
-        name = step["name"].split(" ")[-1]
+        label = step["name"].split(": ", 1)[-1]  # "🔻 - FILTER: 🥇 Gopher Quality" -> "Gopher Quality"
+        name = label.split(" ", 1)[1] if " " in label else label
         steps[name] = {"seconds": round(step["time_stats"]["total"], 2),
                        "in": step["stats"].get("total", step["stats"].get("documents", {}).get("total")),
                        "out": step["stats"].get("forwarded", step["stats"].get("documents", {}).get("total"))}

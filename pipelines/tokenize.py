@@ -23,6 +23,7 @@ Output layout (`tokens/manifest.json` lists every shard with its token/document 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from collections import Counter
@@ -78,6 +79,10 @@ class TokenizeConfig:
     keep_parts: bool = False
     """Keep the per-input token parts after packing (they double the disk use)."""
     num_cpus: int | None = None
+    local_max_docs: int = 5_000
+    """Inputs of up to this many documents are tokenized and packed in this process (same bytes out) instead of by
+    Ray Data actor pools, whose start-up costs seconds however small the input; 0 always uses Ray. Runs on a Ray
+    cluster (RAY_ADDRESS set) always use Ray."""
 
     def output_hash(self) -> str:
         return config_hash({
@@ -314,16 +319,10 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
         out.makedirs(*d.split("/"))
     dtype = token_dtype(tok.vocab_size)
     pending = [s for s in shards if not out.exists(PART_STATS_DIR, f"{s}.json")]
-    import ray
-
+    n_docs = sum(pq.ParquetFile(src.path(DOCS_DIR, f"{s}.parquet"), filesystem=src.fs).metadata.num_rows for s in shards)
+    local = n_docs <= cfg.local_max_docs and not os.environ.get("RAY_ADDRESS")
     if pending:
-        init_ray(cfg.num_cpus)
-        workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
-        ds = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
-        ds = ds.map(TokenizeShard, fn_constructor_args=(cfg,),
-                    compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
-        for _ in ds.iter_rows():
-            pass
+        _map_units([{"shard": s} for s in pending], TokenizeShard, (cfg,), local, cfg.num_cpus)
     t_tokenized = time.perf_counter()
     part_stats = {s: out.read_json(PART_STATS_DIR, f"{s}.json") for s in shards}
     total = statslib.merge(part_stats.values())
@@ -335,15 +334,8 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     for split in SPLITS:
         part_tokens = [(s, part_stats[s].get(f"tokenize/{split}_tokens", 0)) for s in shards]
         units += [{**p, "split": split} for p in plan_shards(part_tokens, cfg.shard_tokens)]
-    if units:
-        init_ray(cfg.num_cpus)
-        workers = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
-        ds = ray.data.from_items(units, override_num_blocks=len(units))
-        ds = ds.map(PackShard, fn_constructor_args=(cfg, str(dtype)),
-                    compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
-        metas = sorted(ds.iter_rows(), key=lambda m: (SPLITS.index(m["split"]), m["file"]))
-    else:
-        metas = []
+    metas = sorted(_map_units(units, PackShard, (cfg, str(dtype)), local, cfg.num_cpus),
+                   key=lambda m: (SPLITS.index(m["split"]), m["file"])) if units else []
     t_packed = time.perf_counter()
     by_split = {s: [m for m in metas if m["split"] == s] for s in SPLITS}
     for split in SPLITS:
@@ -379,6 +371,21 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     out.write_bytes(b"", TOKENS_DIR, "_SUCCESS")
     out.write_json({**meta, "status": "finished"}, "run.json")
     return summary
+
+
+def _map_units(units: list[dict[str, Any]], cls: type, args: tuple, local: bool, num_cpus: int | None) -> list[dict]:
+    """`cls(*args)` applied to every unit: in this process, or by a Ray Data actor pool (one actor per CPU)."""
+    if local:
+        worker = cls(*args)
+        return [worker(u) for u in units]
+    import ray
+
+    init_ray(num_cpus)
+    workers = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    ds = ds.map(cls, fn_constructor_args=args, compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
+                num_cpus=1)
+    return list(ds.iter_rows())
 
 
 def _remove_dir(out: OutputDir, name: str) -> None:

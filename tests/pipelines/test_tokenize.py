@@ -102,9 +102,13 @@ def test_shards_hold_every_document_exactly_once_and_decode_to_its_text(runs, tm
 
 
 def test_output_does_not_depend_on_scheduling(runs, tmp_path):
-    """A serial, reversed-order run of the same workers gives byte-identical shards to the Ray run."""
-    cfg = _cfg(runs, tmp_path / "ray")
+    """A serial, reversed-order run of the same workers, and the in-process path for small inputs, give
+    byte-identical shards to the Ray Data run."""
+    cfg = _cfg(runs, tmp_path / "ray", local_max_docs=0)
     tokenize.run(cfg)
+    tokenize.run(_cfg(runs, tmp_path / "local"))  # small: in-process
+    manifests = [json.loads((tmp_path / n / "tokens" / "manifest.json").read_text()) for n in ("ray", "local")]
+    assert manifests[0]["shards"] == manifests[1]["shards"] and manifests[0]["shards"]["train"]
     serial = _cfg(runs, tmp_path / "serial", keep_parts=True)
     worker = TokenizeShard(serial)
     shards = sorted(p.stem for p in (runs / "dedup" / "documents").glob("*.parquet"))
@@ -117,9 +121,10 @@ def test_output_does_not_depend_on_scheduling(runs, tmp_path):
             packer({**plan, "split": split})
     a = sorted((tmp_path / "ray" / "tokens").rglob("shard-*"))
     b = sorted((tmp_path / "serial" / "tokens").rglob("shard-*"))
-    assert [p.name for p in a] == [p.name for p in b] and a
-    for x, y in zip(a, b):
-        assert x.read_bytes() == y.read_bytes(), x.name
+    c = sorted((tmp_path / "local" / "tokens").rglob("shard-*"))
+    assert [p.name for p in a] == [p.name for p in b] == [p.name for p in c] and a
+    for x, y, z in zip(a, b, c):
+        assert x.read_bytes() == y.read_bytes() == z.read_bytes(), x.name
 
 
 def test_rerun_skips_and_interrupted_run_redoes_only_missing(runs, tmp_path):
