@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from operators.exact import document_hash, line_hashes, remove_lines
 from pipelines import stats as statslib
 from pipelines.config import config_hash, stage_main
-from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray
+from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray, retry_system_failures
 from pipelines.io import OutputDir
 from pipelines.localdata import LocalDataset
 from pipelines.run_info import run_metadata
@@ -57,6 +57,9 @@ class DedupConfig:
     """Size of the embedded local Ray (ignored with RAY_ADDRESS)."""
     shuffle_partitions: int = 0
     """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs."""
+    system_retries: int = 2
+    """Times the dedup plan is made again after a system failure (a node or worker lost mid-shuffle); never for an
+    error of the code itself."""
     local_max_docs: int = 20_000
     """Corpora of up to this many documents are deduplicated in this process, same algorithm and output, instead
     of as Ray Data shuffles (whose start-up costs ~20 s however small the input); 0 always uses Ray Data. Runs on
@@ -683,6 +686,52 @@ REMOVED_SCHEMA = pa.schema([
 ])
 
 
+def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[str, Any] | None,
+          local: bool) -> tuple[dict[str, tuple], np.ndarray | None]:
+    """Every removal (place -> (kept doc_id, cluster size, similarity, stage, reason)) and the repeated line hashes."""
+    schema_names = pq.read_schema(paths[0], filesystem=src.fs).names
+    columns = [c for c in ("doc_id", "source_file", "record_offset", "text", "warc_date", "quality_score") if c in schema_names]
+    if local:
+        docs = LocalDataset.read_parquet(paths, columns, filesystem=src.fs)
+        partitions = 1
+    else:
+        import ray
+
+        init_ray(cfg.num_cpus)
+        docs = ray.data.read_parquet(paths, columns=columns)
+        partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
+    removed_map: dict[str, tuple] = {}
+    keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
+    if cfg.documents:
+        removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
+        removed_map = {
+            r["place"]: (r["kept_doc_id"], r["group_size"], 1.0, "exact_dedup", "duplicate_document")
+            for r in removed.iter_rows()
+        }
+    if cfg.fuzzy:
+        # keeper rank per document: (-quality, crawl date, doc_id); exact duplicates already
+        # removed take no part, so a cluster's keeper is always a surviving document
+        keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"]) for r in keys.iter_rows()}
+        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+            if removed_map else docs
+        removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
+    if removed_map:
+        check_source_loss(removed_map, docs, cfg)
+    if cfg.index:
+        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+            if removed_map else docs
+        removed_map.update(index_removals(survivors, index_info, cfg, partitions))
+    dup = None
+    if cfg.lines:
+        # lines are counted over the documents that survive document dedup: counting the removed copies too
+        # would make every line of a kept page "repeated" and empty it, losing the whole duplicate cluster
+        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
+            if removed_map else docs
+        counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
+        dup = np.array([r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()], np.int64)
+    return removed_map, dup
+
+
 def run(cfg: DedupConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if not cfg.input or not cfg.output:
@@ -704,53 +753,22 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 
     local = False
+    removed_ref = dup_lines_ref = None
     if pending:
         import ray
 
         paths = [src.path(DOCS_DIR, f"{s}.parquet") for s in shards]  # every shard: duplicates span shards
-        schema_names = pq.read_schema(paths[0], filesystem=src.fs).names
-        columns = [c for c in ("doc_id", "source_file", "record_offset", "text", "warc_date", "quality_score") if c in schema_names]
         n_docs = sum(pq.ParquetFile(p, filesystem=src.fs).metadata.num_rows for p in paths)
         local = _local_ok(n_docs, cfg)
-        if local:
-            docs = LocalDataset.read_parquet(paths, columns, filesystem=src.fs)
-            partitions = 1
-        else:
-            init_ray(cfg.num_cpus)
-            docs = ray.data.read_parquet(paths, columns=columns)
-            partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
-        removed_ref = dup_lines_ref = None
-        removed_map: dict[str, tuple] = {}
-        keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
-        if cfg.documents:
-            removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
-            removed_map = {
-                r["place"]: (r["kept_doc_id"], r["group_size"], 1.0, "exact_dedup", "duplicate_document")
-                for r in removed.iter_rows()
-            }
-        if cfg.fuzzy:
-            # keeper rank per document: (-quality, crawl date, doc_id); exact duplicates already
-            # removed take no part, so a cluster's keeper is always a surviving document
-            keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"]) for r in keys.iter_rows()}
-            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-                if removed_map else docs
-            removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
-        if removed_map:
-            check_source_loss(removed_map, docs, cfg)
-        if cfg.index:
-            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-                if removed_map else docs
-            removed_map.update(index_removals(survivors, index_info, cfg, partitions))
+        # the plan (what to remove, which lines repeat) writes nothing, so after a system failure (a node lost in
+        # the middle of a shuffle) it is simply made again; a bug in our code fails at once
+        removed_map, dup = retry_system_failures(
+            lambda: _plan(cfg, src, paths, index_info, local), attempts=1 if local else cfg.system_retries + 1,
+            what="dedup plan")
         if removed_map:
             removed_ref = removed_map if local else ray.put(removed_map)
-        if cfg.lines:
-            # lines are counted over the documents that survive document dedup: counting the removed copies too
-            # would make every line of a kept page "repeated" and empty it, losing the whole duplicate cluster
-            survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-                if removed_map else docs
-            counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
-            dup = [r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()]
-            dup_lines_ref = np.array(dup, np.int64) if local else ray.put(np.array(dup, np.int64))
+        if dup is not None:
+            dup_lines_ref = dup if local else ray.put(dup)
     if pending and local:
         rewrite = RewriteShard(cfg, removed_ref, dup_lines_ref)
         for s in pending:

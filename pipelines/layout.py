@@ -25,3 +25,44 @@ def init_ray(num_cpus: int | None) -> None:
         ray.init(log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+
+
+# Ray errors that mean "the machine failed", not "the code failed": worth a retry of work that writes nothing
+_SYSTEM_ERRORS = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+                  "ObjectReconstructionFailedError", "WorkerCrashedError", "LocalRayletDiedError", "RaySystemError",
+                  "ObjectFetchTimedOutError")
+
+
+def is_system_failure(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) says a Ray node, worker or object was lost.
+
+    Ray Data re-raises a task's failure as a RayTaskError or, when the original cannot be rebuilt, an
+    UnserializableException whose text carries the original's type, so the names are matched in the text too."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _SYSTEM_ERRORS:
+            return True
+        if type(exc).__name__ in ("RayTaskError", "UnserializableException") and any(
+                f"ray.exceptions.{name}" in str(exc) for name in _SYSTEM_ERRORS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_system_failures(fn, attempts: int, what: str):
+    """`fn()`, made again up to `attempts` times in all when a system failure interrupts it (`is_system_failure`).
+    Only for work that writes nothing or writes atomically: a rerun must not double anything."""
+    import sys
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a system failure with attempts left
+            if attempt == attempts or not is_system_failure(exc):
+                raise
+            print(f"{what}: system failure ({type(exc).__name__}), attempt {attempt} of {attempts}; "
+                  f"making it again", file=sys.stderr, flush=True)
+            time.sleep(2)
+    raise AssertionError("unreachable")
