@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.serve import catalog  # noqa: E402
+from pipelines.serve import catalog
 
 
 def _scaled(table: pa.Table, copies: int, shards: int, out: Path, cut_text: bool) -> None:

@@ -59,7 +59,7 @@ def retry_system_failures(fn, attempts: int, what: str):
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a system failure with attempts left
+        except Exception as exc:  # re-raised unless a system failure with attempts left
             if attempt == attempts or not is_system_failure(exc):
                 raise
             print(f"{what}: system failure ({type(exc).__name__}), attempt {attempt} of {attempts}; "

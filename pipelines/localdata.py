@@ -34,29 +34,29 @@ class LocalDataset:
         self.table = table
 
     @classmethod
-    def read_parquet(cls, paths: list[str], columns: list[str] | None = None, filesystem=None) -> "LocalDataset":
+    def read_parquet(cls, paths: list[str], columns: list[str] | None = None, filesystem=None) -> LocalDataset:
         return cls(_concat([pq.read_table(p, columns=columns, filesystem=filesystem) for p in paths]))
 
-    def map_batches(self, fn: Callable[[pa.Table], pa.Table], batch_format: str = "pyarrow", **_: Any) -> "LocalDataset":
+    def map_batches(self, fn: Callable[[pa.Table], pa.Table], batch_format: str = "pyarrow", **_: Any) -> LocalDataset:
         if batch_format != "pyarrow":
             raise ValueError("LocalDataset only runs pyarrow batch functions")
         return LocalDataset(fn(self.table) if self.table.num_rows else EMPTY)
 
-    def groupby(self, key: str | list[str], num_partitions: int | None = None) -> "LocalGroupedData":
+    def groupby(self, key: str | list[str], num_partitions: int | None = None) -> LocalGroupedData:
         return LocalGroupedData(self.table, [key] if isinstance(key, str) else list(key))
 
-    def union(self, *others: "LocalDataset") -> "LocalDataset":
+    def union(self, *others: LocalDataset) -> LocalDataset:
         return LocalDataset(_concat([self.table, *(o.table for o in others)]))
 
-    def select_columns(self, cols: list[str]) -> "LocalDataset":
+    def select_columns(self, cols: list[str]) -> LocalDataset:
         return LocalDataset(self.table.select(cols) if self.table.num_rows else EMPTY)
 
-    def filter(self, fn: Callable[[dict[str, Any]], bool]) -> "LocalDataset":
+    def filter(self, fn: Callable[[dict[str, Any]], bool]) -> LocalDataset:
         if not self.table.num_rows:
             return self
         return LocalDataset(self.table.filter(pa.array([bool(fn(r)) for r in self.table.to_pylist()], pa.bool_())))
 
-    def materialize(self) -> "LocalDataset":
+    def materialize(self) -> LocalDataset:
         return self
 
     def count(self) -> int:

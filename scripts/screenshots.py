@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.serve import catalog  # noqa: E402
-from tests.serve.helpers import chromium, serve_in_thread  # noqa: E402
+from pipelines.serve import catalog
+from tests.serve.helpers import chromium, serve_in_thread
 
 
 def main() -> int:

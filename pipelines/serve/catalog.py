@@ -16,7 +16,7 @@ import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -148,7 +148,7 @@ def _latest_mtime(out: OutputDir, sub: str) -> float | None:
 
 
 def _iso_age(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
 
 
 def stage_progress(stage: str, out: OutputDir) -> dict[str, Any]:
@@ -533,7 +533,7 @@ def token_documents(run: Run, split: str, shard: str, offset: int = 0, limit: in
         row["first_ids"] = [int(x) for x in ids[:16]]
         row["text"] = tok.decode([int(x) for x in ids]) if tok is not None else None
     return {"split": split, "shard": shard, "offset": offset, "limit": limit, "total": total,
-            "tokens": int(len(tokens)), "tokenizer": entry["tokenizer"], "decode_error": decode_error, "documents": rows}
+            "tokens": len(tokens), "tokenizer": entry["tokenizer"], "decode_error": decode_error, "documents": rows}
 
 
 def live_funnel(run: Run) -> dict[str, Any]:

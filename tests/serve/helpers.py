@@ -50,7 +50,7 @@ def serve_in_thread(runs_root: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def chromium(width: int = 1280, height: int = 900) -> Iterator["object"]:
+def chromium(width: int = 1280, height: int = 900) -> Iterator[object]:
     """Headless Chromium through Debian's chromedriver (no downloads: Selenium Manager is never asked)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
