@@ -355,34 +355,78 @@ def iter_warc(
 
     Counts into `stats` (keys `read/in`, `read/out`, `read/drop_<reason>`) so that
     in == out + drops always holds. A file that ends in the middle of a record, or whose tail is
-    corrupt, keeps every complete record before the damage (`read/file_error_*` says so).
+    corrupt, keeps every complete record before the damage (`read/file_error_*` says so); a per-record-gzip
+    file damaged in the middle is read on from the next intact record (`read/resyncs` counts those restarts).
     """
     raw_head = stream.read(4096)
     stream.seek(0)
     fmt = sniff_format(_decompressed_head(raw_head))
+    start = 0
+    gzipped = raw_head[:2] == b"\x1f\x8b"
     if fmt == "unknown" and raw_head[:1] not in (b"\x1f", b"\x04", b"\x28"):
-        # not gzip, lz4 (0x04 0x22 ...) or zstd (0x28 0xb5 ...): nothing FastWARC could read either
-        stats[f"{STAGE}/file_error_not_a_warc"] += 1
-        return
-    records = _warcio_records(stream, cfg) if fmt == "arc" else _fastwarc_records(stream, cfg)
-    seen = 0
-    try:
-        for rtype, headers, block, declared, offset in records:
-            seen += 1
-            stats[f"{STAGE}/in"] += 1
-            try:
-                row = record_to_row(rtype, headers, block, declared, source_file, offset, cfg)
-            except SkipRecord as skip:
-                stats[f"{STAGE}/drop_{skip.reason}"] += 1
-                continue
-            stats[f"{STAGE}/out"] += 1
-            stats[f"{STAGE}/html_bytes"] += len(row.html)
-            yield row
-    except (OSError, ValueError, EOFError, zlib.error, ArchiveLoadFailed) as exc:
-        # a corrupt or cut-off tail: FastWARC raises OSError, warcio ArchiveLoadFailed
-        stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
-        if seen == 0:
-            stats[f"{STAGE}/file_unreadable"] += 1
+        # not gzip, lz4 (0x04 0x22 ...) or zstd (0x28 0xb5 ...): a WARC only if a damaged start hides one
+        nxt = _next_warc_member(stream, 1)
+        if nxt is None:
+            stats[f"{STAGE}/file_error_not_a_warc"] += 1
+            return
+        stats[f"{STAGE}/file_error_damaged_start"] += 1
+        stats[f"{STAGE}/resyncs"] += 1
+        start, gzipped = nxt, True
+        stream.seek(start)
+    if fmt == "arc":
+        records = _warcio_records(stream, cfg)
+    else:
+        records = _fastwarc_records(stream, cfg)
+    # per-record gzip (what Common Crawl writes) can be resynced after damage: the next gzip member that starts a
+    # WARC record is found and reading goes on from there, so one bad block costs the records it touches only
+    resyncable = fmt != "arc" and gzipped
+    seen, last = 0, -1
+    while True:
+        try:
+            for rtype, headers, block, declared, offset in records:
+                seen += 1
+                last = max(last, offset)
+                stats[f"{STAGE}/in"] += 1
+                try:
+                    row = record_to_row(rtype, headers, block, declared, source_file, offset, cfg)
+                except SkipRecord as skip:
+                    stats[f"{STAGE}/drop_{skip.reason}"] += 1
+                    continue
+                stats[f"{STAGE}/out"] += 1
+                stats[f"{STAGE}/html_bytes"] += len(row.html)
+                yield row
+            break
+        except (OSError, ValueError, EOFError, zlib.error, ArchiveLoadFailed) as exc:
+            # a corrupt or cut-off part: FastWARC raises OSError, warcio ArchiveLoadFailed
+            stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
+            nxt = _next_warc_member(stream, max(last, start) + 1) if resyncable else None
+            if nxt is None:
+                break
+            stats[f"{STAGE}/resyncs"] += 1
+            start = nxt
+            stream.seek(start)
+            records = _fastwarc_records(stream, cfg)
+    if seen == 0 and any(k.startswith(f"{STAGE}/file_error_") for k in stats):
+        stats[f"{STAGE}/file_unreadable"] += 1
+
+
+def _next_warc_member(stream: IO[bytes], pos: int, chunk: int = 1 << 20) -> int | None:
+    """Offset of the first gzip member at or after `pos` whose content starts a WARC record, or None."""
+    magic = b"\x1f\x8b\x08"
+    while True:
+        stream.seek(pos)
+        buf = stream.read(chunk + len(magic))
+        if len(buf) < len(magic):
+            return None
+        i = buf.find(magic)
+        while i >= 0:
+            stream.seek(pos + i)
+            if _decompressed_head(stream.read(4096)).startswith(b"WARC/"):
+                return pos + i
+            i = buf.find(magic, i + 1)
+        if len(buf) <= chunk:
+            return None
+        pos += chunk
 
 
 def _error_kind(exc: BaseException) -> str:
