@@ -162,7 +162,7 @@ def stage_progress(stage: str, out: OutputDir) -> dict[str, Any]:
         total = meta.get("inputs") or (_read_json(out, "stats.json") or {}).get("files") or None
         if stage != "curate":
             summary = _read_json(out, "stats.json") or {}
-            total = summary.get("shards") or summary.get("input_shards") or total
+            total = summary.get("shards") or summary.get("input_shards") or _input_shards(meta.get("input_run")) or total
         info.update(units_done=done, units_total=total)
         last = _latest_mtime(out, stats_dir)
         info["last_update"] = _iso_age(last)
@@ -185,6 +185,16 @@ def stage_progress(stage: str, out: OutputDir) -> dict[str, Any]:
             last = lines[-1]
             info.update({k: last[k] for k in ("step", "loss", "val_loss", "tokens_per_second", "mfu") if k in last})
     return info
+
+
+def _input_shards(input_run: str | None) -> int | None:
+    """Document shards of a stage's input run (dedup and tokenize make one unit of each): the total while running."""
+    if not input_run:
+        return None
+    try:
+        return len(OutputDir(input_run).list(DOCS_DIR, suffix=".parquet")) or None
+    except (OSError, ValueError):
+        return None
 
 
 def _sum_stats(out: OutputDir, stats_dir: str) -> dict[str, int]:

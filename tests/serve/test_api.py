@@ -186,6 +186,19 @@ def test_live_run_counts_only_finished_shards(client, runs_root):
     assert again["records"] == one["read/in"] + second["read/in"] and again["stages"][0]["units_done"] == 2
 
 
+def test_running_dedup_shows_its_total_before_its_summary_exists(runs_root, tmp_path):
+    """While dedup runs there is no stats.json yet: the total comes from the input run's shards."""
+    import shutil
+
+    d = tmp_path / "dedup"
+    shutil.copytree(runs_root / "job" / "dedup", d)
+    (d / "stats.json").unlink()
+    for extra in sorted((d / "shard_stats").glob("*.json"))[1:]:
+        extra.unlink()
+    info = catalog.stage_progress("dedup", catalog.OutputDir(str(d)))
+    assert (info["units_done"], info["units_total"]) == (1, len(FILES))
+
+
 def test_cli(tmp_path, capsys):
     assert main(["--runs", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
