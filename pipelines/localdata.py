@@ -51,11 +51,6 @@ class LocalDataset:
     def select_columns(self, cols: list[str]) -> LocalDataset:
         return LocalDataset(self.table.select(cols) if self.table.num_rows else EMPTY)
 
-    def filter(self, fn: Callable[[dict[str, Any]], bool]) -> LocalDataset:
-        if not self.table.num_rows:
-            return self
-        return LocalDataset(self.table.filter(pa.array([bool(fn(r)) for r in self.table.to_pylist()], pa.bool_())))
-
     def materialize(self) -> LocalDataset:
         return self
 

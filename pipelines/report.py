@@ -51,7 +51,8 @@ class RunInfo:
         return self.meta.get("status", "unknown")
 
 
-def _kind(out: OutputDir) -> str | None:
+def stage_kind(out: OutputDir) -> str | None:
+    """'curate', 'dedup' or 'tokenize' for a stage's output folder (None: not one)."""
     if out.exists(PART_STATS_DIR) or out.exists(TOKENS_DIR):
         return "tokenize"
     if out.exists(REMOVED_DIR):
@@ -79,7 +80,7 @@ def discover_chain(run_dir: str) -> list[RunInfo]:
     while current and current not in seen:
         seen.add(current)
         out = OutputDir(current)
-        kind = _kind(out)
+        kind = stage_kind(out)
         if kind is None:
             if not chain:
                 raise ValueError(f"{run_dir!r} is not a sift run folder (no documents/, shard_stats/ or tokens/)")

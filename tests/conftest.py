@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,19 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 FIXTURES = REPO / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("SIFT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on loopback (all held open together while choosing, so none repeats)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pipelines.dedup import REMOVED_DIR
 from pipelines.io import OutputDir
 from pipelines.layout import DOCS_DIR, EXCLUSIONS_DIR, PIPELINE_FILE, STATS_DIR
+from pipelines.report import stage_kind
 from pipelines.tokenize import PART_STATS_DIR, SPLITS, TOKENS_DIR
 
 # stage folders of a `sift run` job, in pipeline order (pipelines/run.py names them so)
@@ -86,16 +87,6 @@ def _read_json(out: OutputDir, *parts: str) -> Any:
         return None  # a file being replaced, or not JSON: shown as unknown, never an error page
 
 
-def _stage_kind(out: OutputDir) -> str | None:
-    if out.exists(PART_STATS_DIR) or out.exists(TOKENS_DIR, "manifest.json"):
-        return "tokenize"
-    if out.exists(REMOVED_DIR):
-        return "dedup"
-    if out.exists(STATS_DIR) or out.exists(DOCS_DIR):
-        return "curate"
-    return None
-
-
 def _subdirs(out: OutputDir) -> list[str]:
     infos = out.fs.get_file_info(pafs.FileSelector(out.root))
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
@@ -112,7 +103,7 @@ def list_runs(root: str, depth: int = 2) -> list[Run]:
         if out.exists(PIPELINE_FILE):
             runs.append(Run(name, out, "pipeline"))
             return
-        kind = _stage_kind(out) if out.exists("run.json") else None
+        kind = stage_kind(out) if out.exists("run.json") else None
         if kind:
             runs.append(Run(name, out, kind))
             return
@@ -139,12 +130,14 @@ def _mtime(out: OutputDir, *parts: str) -> float | None:
     return info.mtime.timestamp() if info.mtime is not None else None
 
 
-def _latest_mtime(out: OutputDir, sub: str) -> float | None:
+def _stats_listing(out: OutputDir, sub: str) -> tuple[tuple[str, float], ...]:
+    """(name, mtime) of the finished units' stats files in `sub`: one directory listing."""
     base = out.path(sub)
     if out.fs.get_file_info(base).type != pafs.FileType.Directory:
-        return None
-    times = [i.mtime.timestamp() for i in out.fs.get_file_info(pafs.FileSelector(base)) if i.mtime is not None]
-    return max(times) if times else None
+        return ()
+    infos = out.fs.get_file_info(pafs.FileSelector(base))
+    return tuple(sorted((i.base_name, i.mtime.timestamp() if i.mtime else 0.0) for i in infos
+                        if i.base_name.endswith(".json") and not i.base_name.startswith(".")))
 
 
 def _iso_age(ts: float | None) -> str | None:
@@ -158,16 +151,17 @@ def stage_progress(stage: str, out: OutputDir) -> dict[str, Any]:
                             "started_at": meta.get("started_at")}
     if stage in ("curate", "dedup", "tokenize"):
         stats_dir = PART_STATS_DIR if stage == "tokenize" else STATS_DIR
-        done = len(out.list(stats_dir, suffix=".json"))
-        total = meta.get("inputs") or (_read_json(out, "stats.json") or {}).get("files") or None
-        if stage != "curate":
-            summary = _read_json(out, "stats.json") or {}
-            total = summary.get("shards") or summary.get("input_shards") or _input_shards(meta.get("input_run")) or total
-        info.update(units_done=done, units_total=total)
-        last = _latest_mtime(out, stats_dir)
+        listing = _stats_listing(out, stats_dir)
+        summary = _read_json(out, "stats.json") or {}
+        if stage == "curate":
+            total = meta.get("inputs") or summary.get("files")
+        else:
+            total = summary.get("shards") or summary.get("input_shards") or _input_shards(meta.get("input_run"))
+        info.update(units_done=len(listing), units_total=total or None)
+        last = max((t for _, t in listing), default=None) or None
         info["last_update"] = _iso_age(last)
         if stage == "curate":
-            counters = _sum_stats(out, stats_dir)
+            counters = dict(_summed(out.uri, stats_dir, listing))
             info["documents_in"] = counters.get("read/in", 0)
             info["documents_out"] = counters.get("write/docs", 0)
             info["input_bytes"] = counters.get("read/input_bytes", 0)
@@ -198,12 +192,20 @@ def _input_shards(input_run: str | None) -> int | None:
 
 
 def _sum_stats(out: OutputDir, stats_dir: str) -> dict[str, int]:
+    """Counters summed over the finished units; the files are read again only when the listing changes (the live
+    view polls every few seconds, and a dump has tens of thousands of them)."""
+    return dict(_summed(out.uri, stats_dir, _stats_listing(out, stats_dir)))
+
+
+@lru_cache(maxsize=64)
+def _summed(uri: str, stats_dir: str, listing: tuple[tuple[str, float], ...]) -> tuple[tuple[str, int], ...]:
+    out = OutputDir(uri)
     total: dict[str, int] = {}
-    for name in out.list(stats_dir, suffix=".json"):
+    for name, _ in listing:
         for k, v in (_read_json(out, stats_dir, name) or {}).items():
             if isinstance(v, (int, float)):
                 total[k] = total.get(k, 0) + v
-    return total
+    return tuple(total.items())
 
 
 def _tail_jsonl(out: OutputDir, name: str, n: int = 200) -> list[dict[str, Any]]:
@@ -281,7 +283,7 @@ def run_figures(run: Run) -> list[tuple[str, str]]:
     start = report_dir(run)
     if start is None:
         return []
-    stamp = tuple(_latest_mtime(d, sub) for d in run.stage_dirs().values() for sub in (STATS_DIR, PART_STATS_DIR))
+    stamp = tuple(_stats_listing(d, sub) for d in run.stage_dirs().values() for sub in (STATS_DIR, PART_STATS_DIR))
     return list(_figures(start.uri, stamp))
 
 

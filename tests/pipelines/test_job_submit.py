@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,23 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.stats import balance_errors
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, free_ports
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY_BIN = Path(sys.executable).parent / "ray"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _start(cmd: list[str], log_path: Path, env: dict) -> subprocess.Popen:
@@ -55,7 +42,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def _node_ports() -> list[str]:
-    agent_grpc, agent_http, metrics, runtime_env, node_mgr, obj_mgr = _free_ports(6)
+    agent_grpc, agent_http, metrics, runtime_env, node_mgr, obj_mgr = free_ports(6)
     return [f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
             f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
@@ -69,7 +56,7 @@ def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
     the node processes (head first; a test may kill a worker node's process group)."""
     if not RAY_BIN.exists():
         pytest.skip("ray CLI not found next to the interpreter")
-    gcs, dash, client = _free_ports(3)
+    gcs, dash, client = free_ports(3)
     # Ray's temp dir path must stay short (unix socket path limit)
     temp_dir = Path("/tmp") / f"sift-ray-{os.getpid()}-{gcs}"
     # Ray 2.60 heads require token auth; the nodes and the client share a private token for this test

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+
+from tests.conftest import free_ports
 
 CHROMIUM = os.environ.get("SIFT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SIFT_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -20,12 +21,6 @@ def browser_available() -> bool:
         os.path.exists(CHROMEDRIVER) or bool(shutil.which("chromedriver")))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_in_thread(runs_root: str) -> Iterator[str]:
     """uvicorn serving `create_app(runs_root)` on 127.0.0.1; yields the base URL, stops on exit."""
@@ -33,7 +28,7 @@ def serve_in_thread(runs_root: str) -> Iterator[str]:
 
     from pipelines.serve.app import create_app
 
-    port = free_port()
+    port = free_ports(1)[0]
     server = uvicorn.Server(uvicorn.Config(create_app(runs_root), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -219,9 +219,9 @@ def test_ray_serve_deployment_answers_like_the_local_app(ray_local, client, runs
     from ray import serve
 
     from pipelines.serve.cli import deploy_on_ray
-    from tests.serve.helpers import free_port
+    from tests.conftest import free_ports
 
-    url = deploy_on_ray(str(runs_root), "127.0.0.1", free_port())
+    url = deploy_on_ray(str(runs_root), "127.0.0.1", free_ports(1)[0])
     try:
         with urllib.request.urlopen(url + "api/runs/job/funnel", timeout=60) as r:
             served = json.loads(r.read())
