@@ -100,7 +100,8 @@ class CurateConfig:
             {
                 "read": asdict(self.read),
                 "blocklist": {k: v for k, v in asdict(self.blocklist).items() if k != "cache_dir"},
-                "extract": asdict(self.extract),
+                # resource guards, like num_cpus: they change only pages no real page comes near
+                "extract": {k: v for k, v in asdict(self.extract).items() if k not in ("time_limit_s", "memory_limit_mb")},
                 "langid": asdict(self.langid),
                 "gopher": asdict(self.gopher),
                 "c4": asdict(self.c4),

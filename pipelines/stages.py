@@ -9,6 +9,7 @@ this bookkeeping lives once, in `DocStage.__call__`, so every stage counts the s
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
@@ -22,6 +23,7 @@ from operators.gopher import GopherConfig, gopher_evidence, gopher_reject_reason
 from operators.linefilters import C4Config, FineWebConfig, c4_filter, fineweb_evidence, fineweb_reject_reason
 from operators.langid import LangIDConfig, LanguageIdentifier, language_reject_reason
 from operators.pii import PIIConfig, mask_pii
+from operators.sandbox import Sandbox
 
 Doc = dict[str, Any]
 
@@ -104,15 +106,41 @@ class ExtractStage(DocStage):
     fields = [pa.field("text", pa.large_string()), pa.field("text_chars", pa.int64())]
 
     def __init__(self, cfg: ExtractConfig):
+        self.cfg = cfg
         self.extractor = Extractor(cfg)
+        self.sandbox: Sandbox | None = None  # started on the first batch (not in a driver that only validates)
+
+    def __call__(self, docs: list[Doc], stats: Counter, rejected: list[dict] | None = None) -> list[Doc]:
+        if self.cfg.time_limit_s > 0:
+            if self.sandbox is None:
+                self.sandbox = Sandbox("operators.extract:sandboxed_extractor", asdict(self.cfg),
+                                       self.cfg.time_limit_s, self.cfg.memory_limit_mb)
+            restarts = self.sandbox.restarts
+            for doc, result in zip(docs, self.sandbox([doc["html"] for doc in docs])):
+                doc["_extracted"] = result
+            stats["extract/sandbox_restarts"] += self.sandbox.restarts - restarts
+        return super().__call__(docs, stats, rejected)
+
+    def _extract(self, doc: Doc) -> tuple[str, str]:
+        """(text, '') or ('', drop reason)."""
+        if "_extracted" in doc:
+            status, payload = doc.pop("_extracted")
+            if status == "ok":
+                return payload.decode("utf-8", "surrogatepass"), ""
+            if status == "rejected":
+                return "", payload.decode()
+            return "", "parse_error" if status == "error" else status  # timeout, out_of_memory, crashed
+        try:
+            return self.extractor(doc["html"]), ""
+        except Rejected as rejected:
+            return "", rejected.reason
+        except Exception:  # resiliparse raises its own parser exceptions on hostile markup
+            return "", "parse_error"
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
-        try:
-            text = self.extractor(doc["html"])
-        except Rejected as rejected:
-            return rejected.reason
-        except Exception:  # resiliparse raises its own parser exceptions on hostile markup
-            return "parse_error"
+        text, reason = self._extract(doc)
+        if reason:
+            return reason
         if not text:
             return "empty"
         doc["text"], doc["text_chars"] = text, len(text)
@@ -120,7 +148,12 @@ class ExtractStage(DocStage):
         return None
 
     def explain(self, doc: Doc, reason: str) -> dict[str, Any]:
-        return {"html_bytes": len(doc["html"]), "charset": doc.get("charset")}
+        evidence = {"html_bytes": len(doc["html"]), "charset": doc.get("charset")}
+        if reason == "timeout":
+            evidence["time_limit_s"] = self.cfg.time_limit_s
+        elif reason == "out_of_memory":
+            evidence["memory_limit_mb"] = self.cfg.memory_limit_mb
+        return evidence
 
 
 class LanguageIDStage(DocStage):
