@@ -387,6 +387,17 @@ def iter_warc(
                 seen += 1
                 last = max(last, offset)
                 stats[f"{STAGE}/in"] += 1
+                if resyncable and (declared > cfg.max_record_bytes or _SWALLOWED in block) \
+                        and _member_holds(stream, offset, declared) is False:
+                    # the record claims more bytes than its gzip member holds: reading on would swallow the
+                    # records after it (a 1 TB Content-Length loses the rest of the file); go on from the next member
+                    stats[f"{STAGE}/drop_length_mismatch"] += 1
+                    nxt = _next_warc_member(stream, offset + 1)
+                    if nxt is None:
+                        break
+                    stream.seek(nxt)
+                    records = _fastwarc_records(stream, cfg)
+                    raise _Jump
                 try:
                     row = record_to_row(rtype, headers, block, declared, source_file, offset, cfg)
                 except SkipRecord as skip:
@@ -396,6 +407,8 @@ def iter_warc(
                 stats[f"{STAGE}/html_bytes"] += len(row.html)
                 yield row
             break
+        except _Jump:
+            continue
         except (OSError, ValueError, EOFError, zlib.error, ArchiveLoadFailed) as exc:
             # a corrupt or cut-off part: FastWARC raises OSError, warcio ArchiveLoadFailed
             stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
@@ -408,6 +421,50 @@ def iter_warc(
             records = _fastwarc_records(stream, cfg)
     if seen == 0 and any(k.startswith(f"{STAGE}/file_error_") for k in stats):
         stats[f"{STAGE}/file_unreadable"] += 1
+
+
+class _Jump(Exception):
+    """Restart reading at the stream's new position (inside iter_warc only)."""
+
+
+_SWALLOWED = b"\r\n\r\nWARC/1."
+"""A WARC header inside a record's block: the record may have swallowed the records after it."""
+
+
+def _member_holds(stream: IO[bytes], offset: int, declared: int) -> bool | None:
+    """Whether the gzip member at `offset` holds the record's whole block of `declared` bytes (None: not a gzip
+    member start, or unreadable). Inflates at most the member or the record, whichever ends first; the stream's
+    position is restored."""
+    pos = stream.tell()
+    try:
+        stream.seek(offset)
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        need, got, head = None, 0, b""
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                return False if need is not None else None
+            out = d.decompress(chunk, 1 << 20)
+            while True:
+                if need is None:
+                    head += out[: 65536]
+                    end = head.find(b"\r\n\r\n")
+                    if end < 0 and len(head) >= 65536:
+                        return None
+                    if end >= 0:
+                        need = end + 4 + declared
+                got += len(out)
+                if need is not None and got >= need:
+                    return True
+                if d.eof:
+                    return False
+                if not d.unconsumed_tail:
+                    break
+                out = d.decompress(d.unconsumed_tail, 1 << 20)
+    except zlib.error:
+        return None
+    finally:
+        stream.seek(pos)
 
 
 def _next_warc_member(stream: IO[bytes], pos: int, chunk: int = 1 << 20) -> int | None:

@@ -23,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -73,7 +72,10 @@ class CurateConfig:
     num_cpus: int | None = None
     """Size of the embedded local Ray (default: all cores). Ignored when RAY_ADDRESS is set."""
     batch_size: int = 128
-    """Documents per batch inside a file task (bounds memory; does not change the output)."""
+    """Documents per batch inside a file task (bounds memory; does not change the documents)."""
+    batch_max_bytes: int = 32 * 1024 * 1024
+    """A batch also closes once its pages' HTML adds up to this many bytes, so a worker holds at most about
+    this plus one page (`read.max_html_bytes`) of HTML, whatever `batch_size` is."""
     keep_html: bool = False
     """Also store the raw HTML bytes in the shards."""
     write_exclusions: bool = False
@@ -149,9 +151,16 @@ def shard_name(path: str) -> str:
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
-def _batched(it, n: int):
-    it = iter(it)
-    while batch := list(islice(it, n)):
+def _batched(rows, n: int, max_bytes: int):
+    """Batches of at most `n` rows whose HTML adds up to at most `max_bytes` (or one row, if that is larger)."""
+    batch, size = [], 0
+    for row in rows:
+        if batch and (len(batch) >= n or size + len(row.html) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += len(row.html)
+    if batch:
         yield batch
 
 
@@ -180,7 +189,7 @@ class CurateShard:
         tmp = out.tmp_path(DOCS_DIR, f"{shard}.parquet")
         with out.fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
             with open_input(path) as f:
-                for batch in _batched(iter_warc(f, path, cfg.read, stats), cfg.batch_size):
+                for batch in _batched(iter_warc(f, path, cfg.read, stats), cfg.batch_size, cfg.batch_max_bytes):
                     docs = []
                     for row in batch:
                         doc = row.as_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -376,3 +377,59 @@ def test_real_file_counts(shared_data: Path, rel, pages, extra):
     assert len(rows) == pages
     for key, value in extra.items():
         assert stats[key] == value
+
+
+# ------------------------------------------------------------------ hostile records between real ones
+
+FUZZ_CAP = 256 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _hostile() -> dict[str, bytes]:
+    from tests.hostile import hostile_records
+
+    return hostile_records(FUZZ_CAP)
+
+
+def _members(raw: bytes) -> list[int]:
+    """Offsets of the gzip members (one record each) of a real per-record-gzip WARC."""
+    offsets, pos = [], 0
+    while pos < len(raw):
+        offsets.append(pos)
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        d.decompress(raw[pos:])
+        pos = len(raw) - len(d.unused_data)
+    return offsets
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(["aeb-000.warc.gz", "warcfile.warc.gz", "whirlwind.warc.gz"]),
+       inserts=st.lists(st.tuples(st.sampled_from(sorted(["gzip_bomb", "deflate_bomb", "one_line_under_cap", "one_line_50mb",
+                                                            "huge_declared_length", "deeply_nested", "nesting_subtrees",
+                                                            "binary_as_html"])), st.floats(0, 1)), min_size=1, max_size=4))
+def test_hostile_records_between_real_ones_cost_only_themselves(name, inserts):
+    """gzip and deflate bombs, 50 MB single lines, a 1 TB declared length, nesting bombs and binary labelled
+    text/html, inserted between the records of a real file: every real page is still emitted byte for byte, each
+    hostile record is counted once (skipped by the reader, or emitted for the extractor to judge), nothing hangs."""
+    raw = (SAMPLE / name).read_bytes()
+    cfg = ReadConfig(max_record_bytes=FUZZ_CAP, max_html_bytes=FUZZ_CAP)
+    full, full_stats = read_bytes_stream(raw, cfg)
+    members = _members(raw) + [len(raw)]
+    cuts = sorted((members[int(frac * (len(members) - 1))], kind) for kind, frac in inserts)
+    data, prev = b"", 0
+    for pos, kind in cuts:
+        data += raw[prev:pos] + _hostile()[kind]
+        prev = pos
+    data += raw[prev:]
+    rows, stats = read_bytes_stream(data, cfg)
+    assert balance_errors(stats) == []
+    assert stats["read/in"] == full_stats["read/in"] + len(inserts)  # each hostile record counted once
+    real = [(r.doc_id, r.html) for r in rows if ".example/" not in r.url]
+    assert real == [(r.doc_id, r.html) for r in full]
+    emitted = sorted(r.url.split("//")[1] for r in rows if ".example/" in r.url)
+    expect = sorted(k for k, _ in inserts if k in ("one_line_under_cap", "deeply_nested", "nesting_subtrees", "binary_as_html"))
+    assert len(emitted) == len(expect)
+    assert stats["read/drop_html_too_large"] - full_stats["read/drop_html_too_large"] == \
+        sum(k in ("gzip_bomb", "deflate_bomb") for k, _ in inserts)
+    assert stats["read/drop_length_mismatch"] == sum(k == "huge_declared_length" for k, _ in inserts)
+    assert not any(k.startswith("read/file_error_") for k in stats)
