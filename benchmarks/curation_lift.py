@@ -103,6 +103,7 @@ def train_both(out: Path, results: Path, steps: int, eval_every: int, device: st
     from model.config import ModelConfig
     from model.layers import TransformerLM
     from training.pretrain import TrainConfig, resolve_device, train
+    from training.checkpoint import load_payload
 
     results.mkdir(parents=True, exist_ok=True)
     held = np.fromfile(out / "wikitext-2-test.gpt2.u16", dtype=np.uint16)
@@ -128,7 +129,7 @@ def train_both(out: Path, results: Path, steps: int, eval_every: int, device: st
         t0 = time.perf_counter()
         for done in range(eval_every, steps + 1, eval_every):
             train(replace(cfg, stop_after=eval_every if done < steps else 0))
-            ckpt = torch.load(Path(cfg.output) / "checkpoint.pt", map_location="cpu", weights_only=False)
+            ckpt = load_payload(Path(cfg.output) / "checkpoint.pt")
             model = TransformerLM.from_config(ModelConfig(**ckpt["model_config"]), device=dev)
             model.load_state_dict(ckpt["model"])
             curve.append({"step": done, "tokens": done * 32 * 256, "wikitext_loss": wikitext_loss(model, held, 256, dev)})

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import types
+import re
 import typing
 from typing import Any, TypeVar
 
@@ -73,6 +74,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# sizes, counts, limits and durations: a negative one is always a mistake (and would silently mean "off" or "none")
+_NON_NEGATIVE = re.compile(r"(_bytes|_chars|_mb|_s|_size|_docs|_tokens|_files|_retries|_workers|_steps|_cpus|_gpus)$|^num_")
+
+
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """Instantiate dataclass `cls` from a (nested) mapping, type-checking every field."""
     hints = typing.get_type_hints(cls)
@@ -81,7 +86,13 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         raise ValueError(f"unknown config key '{prefix}{unknown[0]}'; known: {', '.join(sorted(fields))}")
     kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
-    return cls(**kwargs)
+    for name, v in kwargs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 and _NON_NEGATIVE.search(name):
+            raise ValueError(f"{prefix}{name}: must be >= 0, got {v}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a config's own __post_init__ checks
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

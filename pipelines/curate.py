@@ -147,7 +147,8 @@ def document_stages(cfg: CurateConfig) -> list[DocStage]:
 def shard_name(path: str) -> str:
     """Stable, unique shard name for an input file: readable stem + hash of the full path."""
     stem = re.sub(r"(\.warc|\.arc)?(\.gz|\.lz4|\.zst)?$", "", path.rstrip("/").rsplit("/", 1)[-1])
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "input"
+    # no leading dot: hidden names are skipped by listings, and ".tmp-*" names are unfinished writes
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".")[:80] or "input"
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 

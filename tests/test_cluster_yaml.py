@@ -27,3 +27,13 @@ def test_cluster_yaml_passes_rays_own_validation():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     validate_config(prepare_config(yaml.safe_load((REPO / "cluster.yaml").read_text())))
+
+
+def test_dashboard_and_job_server_listen_on_loopback_only():
+    """The dashboard is Ray's job server: anyone reaching it runs code. cluster.yaml keeps it on the head's loopback
+    (users reach it with `ray dashboard cluster.yaml`), and no start command binds anything to all interfaces."""
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start --head" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert not any("0.0.0.0" in c for c in commands)

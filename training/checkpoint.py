@@ -10,6 +10,7 @@ bit for bit; `load_checkpoint(..., return_extra=True)` gives them back.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from typing import IO, Any
@@ -31,6 +32,23 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _safe_globals() -> list:
+    """The only non-tensor classes a sift checkpoint holds: numpy arrays (numpy's RNG state)."""
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_payload(src: str | os.PathLike | IO[bytes], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file without unpickling code: `weights_only=True` (tensors, containers, numbers, strings
+    and numpy arrays only). A file that needs anything else is refused, never executed."""
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(src, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{src}: not a plain sift checkpoint (it asks to unpickle "
+                         f"{str(exc).split('GLOBAL ')[-1].split(' ')[0]}); refusing to load it") from exc
 
 
 def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int,
@@ -57,7 +75,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
 
 def load_checkpoint(src: str | os.PathLike | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     *, restore_rng: bool = True, return_extra: bool = False):
-    payload = torch.load(src, map_location="cpu", weights_only=False)
+    payload = load_payload(src)
     model.load_state_dict(payload["model"])
     if optimizer is not None:
         if payload["optimizer"] is None:

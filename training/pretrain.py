@@ -30,7 +30,7 @@ import torch
 from model.config import ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
 from pipelines.config import parse_set, resolve
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, validation_batches
 from training.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
 
@@ -162,7 +162,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         start, extra = load_checkpoint(ckpt, model, None if (distributed and cfg.zero1) else opt, return_extra=True)
         sampler.load_state_dict(extra["samplers"][rank] if "samplers" in extra else extra["sampler"])
         if distributed and cfg.zero1:
-            opt.load_state_dict(torch.load(shard_file, map_location="cpu", weights_only=False))
+            opt.load_state_dict(load_payload(shard_file))
     elif rank == 0 and (out / "metrics.jsonl").exists() and not cfg.resume:
         (out / "metrics.jsonl").unlink()
     if distributed:

@@ -19,11 +19,12 @@ import torch
 from model.config import ModelConfig
 from model.generate import generate
 from model.layers import TransformerLM
+from training.checkpoint import load_payload
 from pipelines.tokenize import load_tokenizer
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[TransformerLM, dict]:
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = load_payload(checkpoint)
     if "model_config" not in payload:
         raise ValueError(f"{checkpoint}: not a sift pretrain checkpoint (no model_config)")
     mcfg = ModelConfig(**payload["model_config"])

@@ -32,6 +32,9 @@ def test_yaml_then_set_overrides(tmp_path):
     ({"keep_html": "yes please"}, "keep_html: expected true/false"),
     ({"read": 3}, "read: expected a mapping"),
     ({"extract.fallback_max_share": True}, "expected a number"),
+    ({"extract.time_limit_s": -1}, "extract.time_limit_s: must be >= 0, got -1"),
+    ({"read.max_html_bytes": -5}, "read.max_html_bytes: must be >= 0"),
+    ({"num_cpus": -2}, "num_cpus: must be >= 0"),
 ])
 def test_bad_config_is_a_clear_error(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from model.config import PRESETS
 from model.layers import TransformerLM
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, get_batch, validation_batches
 from training.optim import AdamW
 from training.pretrain import TrainConfig, train, unigram_entropy
@@ -89,6 +90,23 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) and sa[k]["step"] == sb[k]["step"] for k in sa)
     assert load_checkpoint(tmp_path / "c.pt", fresh, fresh_opt) == 3
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Checkpoints load with weights_only: a file carrying a pickled callable is refused, and nothing runs."""
+    model = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": model.state_dict(), "optimizer": None, "iteration": 1, "x": _RunsCode()}, evil)
+    with pytest.raises(ValueError, match="unpickle posix.system.*refusing to load"):
+        load_checkpoint(evil, model)
+    with pytest.raises(ValueError, match="refusing"):
+        load_payload(evil)
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
 
 
 def _cfg(shards, out, **kw):

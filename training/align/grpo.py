@@ -30,6 +30,7 @@ import torch
 from model.config import ModelConfig, preset
 from model.generate import generate
 from model.layers import TransformerLM
+from training.checkpoint import load_payload
 from training.align.core import (
     compute_dpo_loss, compute_group_normalized_rewards, sequence_log_probs, get_response_log_probs, grpo_microbatch_train_step, masked_mean,
     sft_microbatch_train_step, tokenize_prompt_and_output,
@@ -184,7 +185,7 @@ def load_policy(cfg: AlignConfig, vocab_size: int, device: torch.device) -> tupl
 
         model, mcfg = load_hf_checkpoint(cfg.checkpoint, context_length=(cfg.model or {}).get("context_length"))
     elif cfg.checkpoint:
-        payload = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+        payload = load_payload(cfg.checkpoint)
         if "model_config" not in payload:
             raise ValueError(f"{cfg.checkpoint}: not a sift checkpoint (no model_config)")
         mcfg = ModelConfig(**payload["model_config"])
