@@ -17,11 +17,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from operators.extract import ExtractConfig, Extractor  # noqa: E402
+from operators.sandbox import Sandbox  # noqa: E402
 from operators.warc import ReadConfig, iter_warc  # noqa: E402
 
 
@@ -94,12 +96,34 @@ def sift_read_extract(path: str) -> int:
     return n
 
 
+_SANDBOX = None
+
+
+def sift_read_extract_sandboxed(path: str) -> int:
+    """The same, with extraction in the time-limited child process (`extract.time_limit_s`, the default)."""
+    global _SANDBOX
+    if _SANDBOX is None:
+        _SANDBOX = Sandbox("operators.extract:sandboxed_extractor", asdict(ExtractConfig()), ExtractConfig().time_limit_s)
+        _SANDBOX.run_one(b"<p>warm up</p>")
+    n = 0
+    with open(path, "rb") as f:
+        for row in iter_warc(f, path, ReadConfig(), Counter()):
+            _SANDBOX.run_one(row.html)
+            n += 1
+    return n
+
+
+def _cpu() -> float:
+    """This process's CPU time plus the extraction child's."""
+    return time.process_time() + (_SANDBOX.cpu_seconds() if _SANDBOX is not None else 0.0)
+
+
 def bench(fn, files: list[str], repeat: int) -> tuple[float, int]:
     best, docs = float("inf"), 0
     for _ in range(repeat):
-        t0 = time.process_time()
+        t0 = _cpu()
         docs = sum(fn(p) for p in files)
-        best = min(best, time.process_time() - t0)
+        best = min(best, _cpu() - t0)
     return best, docs
 
 
@@ -144,6 +168,7 @@ def main() -> None:
         ("read+extract: warcio + resiliparse (bare loop)", warcio_resiliparse),
         ("read+extract: FastWARC + resiliparse (bare loop)", fastwarc_resiliparse),
         ("read+extract: sift operators (default extraction)", sift_read_extract),
+        ("read+extract: sift operators, extraction in the sandbox", sift_read_extract_sandboxed),
     ]
     print(f"{'what':<58} {'MB/s':>7} {'docs/s':>8} {'docs':>6}")
     results = {}

@@ -387,10 +387,11 @@ def iter_warc(
                 seen += 1
                 last = max(last, offset)
                 stats[f"{STAGE}/in"] += 1
-                if resyncable and (declared > cfg.max_record_bytes or _SWALLOWED in block) \
-                        and _member_holds(stream, offset, declared) is False:
-                    # the record claims more bytes than its gzip member holds: reading on would swallow the
-                    # records after it (a 1 TB Content-Length loses the rest of the file); go on from the next member
+                if resyncable and declared > cfg.max_record_bytes and _member_holds(stream, offset, declared) is False:
+                    # an oversized record whose gzip member ends long before its declared length: skipping it by
+                    # that length would silently swallow the rest of the file (a 1 TB Content-Length); go on from
+                    # the next member instead. (A length only slightly wrong is caught by the resync below: the
+                    # next header is then misaligned, and reading restarts at the next member.)
                     stats[f"{STAGE}/drop_length_mismatch"] += 1
                     nxt = _next_warc_member(stream, offset + 1)
                     if nxt is None:
@@ -425,10 +426,6 @@ def iter_warc(
 
 class _Jump(Exception):
     """Restart reading at the stream's new position (inside iter_warc only)."""
-
-
-_SWALLOWED = b"\r\n\r\nWARC/1."
-"""A WARC header inside a record's block: the record may have swallowed the records after it."""
 
 
 def _member_holds(stream: IO[bytes], offset: int, declared: int) -> bool | None:

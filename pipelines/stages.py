@@ -110,11 +110,16 @@ class ExtractStage(DocStage):
         self.extractor = Extractor(cfg)
         self.sandbox: Sandbox | None = None  # started on the first batch (not in a driver that only validates)
 
+    def start(self) -> None:
+        """Start the extraction child now (a worker's one-time setup) rather than inside the first file's task."""
+        if self.cfg.time_limit_s > 0 and self.sandbox is None:
+            self.sandbox = Sandbox("operators.extract:sandboxed_extractor", asdict(self.cfg),
+                                   self.cfg.time_limit_s, self.cfg.memory_limit_mb)
+            self.sandbox.run_one(b"<p>ready</p>")
+
     def __call__(self, docs: list[Doc], stats: Counter, rejected: list[dict] | None = None) -> list[Doc]:
         if self.cfg.time_limit_s > 0:
-            if self.sandbox is None:
-                self.sandbox = Sandbox("operators.extract:sandboxed_extractor", asdict(self.cfg),
-                                       self.cfg.time_limit_s, self.cfg.memory_limit_mb)
+            self.start()
             restarts = self.sandbox.restarts
             for doc, result in zip(docs, self.sandbox([doc["html"] for doc in docs])):
                 doc["_extracted"] = result
