@@ -127,7 +127,7 @@ def bench(fn, files: list[str], repeat: int) -> tuple[float, int]:
     return best, docs
 
 
-def pipeline_row(files: list[str]) -> tuple[float, float, int]:
+def pipeline_row(files: list[str], time_limit_s: float = ExtractConfig().time_limit_s) -> tuple[float, float, int]:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from operators.blocklist import BlocklistConfig
     from operators.classifier import ClassifierConfig
@@ -143,6 +143,7 @@ def pipeline_row(files: list[str]) -> tuple[float, float, int]:
             input=tuple(files), output=out, num_cpus=1,
             blocklist=BlocklistConfig(enabled=False), langid=LangIDConfig(enabled=False),
             gopher=GopherConfig(enabled=False), quality=ClassifierConfig(enabled=False), pii=PIIConfig(enabled=False),
+            extract=ExtractConfig(time_limit_s=time_limit_s),
         )
         summary = run(cfg)
         wall = time.perf_counter() - t0
@@ -181,8 +182,11 @@ def main() -> None:
         results["pipeline"] = mb / task_s
         print(f"{'sift curate on Ray, 1 worker (per task CPU-second)':<58} {mb / task_s:7.1f} {docs / task_s:8.1f} {docs:6d}")
         print(f"{'sift curate on Ray, 1 worker (per wall-second, incl. start)':<58} {mb / wall:7.1f} {docs / wall:8.1f} {docs:6d}")
+        task_s0, _, _ = pipeline_row(files, time_limit_s=0)
+        print(f"{'  the same, extraction in-process (extract.time_limit_s=0)':<58} {mb / task_s0:7.1f} {docs / task_s0:8.1f} {docs:6d}")
         bare = results["read+extract: FastWARC + resiliparse (bare loop)"]
-        print(f"\nsift pipeline / bare FastWARC+resiliparse loop: {results['pipeline'] / bare:.2f}")
+        print(f"\nsift pipeline / bare FastWARC+resiliparse loop: {results['pipeline'] / bare:.2f} "
+              f"(in-process extraction: {mb / task_s0 / bare:.2f})")
 
 
 if __name__ == "__main__":
