@@ -96,6 +96,41 @@ def run_measured(cmd: list[str], log_path: Path, env: dict, cwd: Path | None = N
             "peak_total_mb": round(peak_total / 2**20)}
 
 
+def replicate_inputs(src: Path, dst: Path, copies: int) -> Path:
+    """Each input file holding its records `copies` times over (a larger file, as Common Crawl's ~1 GB files are:
+    per-file start-up costs then weigh as little as they do at scale). Copy k > 0 of a record gets a new
+    WARC-Record-ID (uuid5) and `#copy-k` on its URL; the payload bytes are unchanged, so both tools see k exact
+    duplicates of every page (their dedup stages remove them)."""
+    import gzip
+    import re
+    import uuid
+    import zlib
+
+    dst.mkdir(parents=True, exist_ok=True)
+    stamp = dst / ".copies"
+    if stamp.exists() and stamp.read_text() == f"{src} {copies}":
+        return dst
+    for path in sorted(src.glob("*.warc.gz")):
+        raw, members, pos = path.read_bytes(), [], 0
+        while pos < len(raw):
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            members.append(d.decompress(raw[pos:]))
+            pos = len(raw) - len(d.unused_data)
+        with open(dst / path.name, "wb") as f:
+            f.write(raw)
+            for k in range(1, copies):
+                for record in members:
+                    head, sep, rest = record.partition(b"\r\n\r\n")
+                    if b"WARC-Type: warcinfo" in head:
+                        continue
+                    head = re.sub(rb"<urn:uuid:([0-9a-f-]+)>", lambda m: b"<urn:uuid:%s>" % str(
+                        uuid.uuid5(uuid.UUID(m.group(1).decode()), str(k))).encode(), head)
+                    head = re.sub(rb"(WARC-Target-URI: )(\S+)", lambda m: m.group(1) + m.group(2) + b"#copy-%d" % k, head)
+                    f.write(gzip.compress(head + sep + rest, compresslevel=6))
+    stamp.write_text(f"{src} {copies}")
+    return dst
+
+
 def run_datatrove(python: Path, args, work: Path, tokenizer: Path) -> dict:
     env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     cmd = [str(python), str(REPO / "benchmarks" / "_datatrove_pipeline.py"), "--input", args.input, "--work",
@@ -162,6 +197,7 @@ def main() -> int:
     p.add_argument("--venv", default=str(DT_VENV))
     p.add_argument("--fineweb", action="store_true", help="both add the FineWeb recipe's C4 and FineWeb quality filters")
     p.add_argument("--out", default=str(REPO / "runs" / "vs-datatrove"))
+    p.add_argument("--copies", type=int, default=1, help="each file's records this many times over (larger files)")
     args = p.parse_args()
     if not Path(args.input).is_dir():
         print(f"no WARC folder at {args.input}", file=sys.stderr)
@@ -170,6 +206,8 @@ def main() -> int:
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
+    if args.copies > 1:
+        args.input = str(replicate_inputs(Path(args.input), work / f"input-x{args.copies}", args.copies))
     python = ensure_datatrove_venv(Path(args.venv))
     tokenizer = gpt2_tokenizer_json(work / "gpt2-tokenizer.json")
 

@@ -24,6 +24,9 @@ class ModelConfig:
     qkv_bias: bool = False
     tie_embeddings: bool = False
     norm_eps: float = 1e-5
+    vocab_multiple: int = 64
+    """Embedding and LM-head rows are padded to a multiple of this (faster GEMMs; 1 = no padding). Logits keep
+    exactly vocab_size columns."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:

@@ -210,26 +210,39 @@ class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
                  d_ff: int | None = None, rope_theta: float = 10000.0, attention: str = "auto", device=None, dtype=None,
                  num_kv_heads: int | None = None, qkv_bias: bool = False, tie_embeddings: bool = False,
-                 norm_eps: float = 1e-5):
+                 norm_eps: float = 1e-5, vocab_multiple: int = 64):
         super().__init__()
         self.vocab_size, self.context_length = vocab_size, context_length
-        self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
+        # the embedding and LM head are padded to a multiple of 64 rows: GEMMs with an odd width (50,257) run on
+        # slower kernels. The padded logits are never seen: forward returns the first vocab_size columns.
+        self.padded_vocab = -(-vocab_size // vocab_multiple) * vocab_multiple if vocab_multiple > 1 else vocab_size
+        self.token_embeddings = Embedding(self.padded_vocab, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
             TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, attention, device=device, dtype=dtype,
                              num_kv_heads=num_kv_heads, qkv_bias=qkv_bias, norm_eps=norm_eps)
             for _ in range(num_layers)
         )
         self.ln_final = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
-        self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+        self.lm_head = Linear(d_model, self.padded_vocab, device=device, dtype=dtype)
         if tie_embeddings:  # one matrix for the input lookup and the output projection
             self.lm_head.weight = self.token_embeddings.weight
+        self._register_load_state_dict_pre_hook(self._pad_vocab_rows)
+
+    def _pad_vocab_rows(self, state_dict, prefix, *args) -> None:
+        """Accept state dicts with exactly vocab_size rows (older checkpoints, Hugging Face weights): zero rows are
+        appended up to the padded size."""
+        for name in ("token_embeddings.weight", "lm_head.weight"):
+            w = state_dict.get(prefix + name)
+            if w is not None and w.shape[0] == self.vocab_size < self.padded_vocab:
+                state_dict[prefix + name] = torch.cat([w, w.new_zeros(self.padded_vocab - self.vocab_size, *w.shape[1:])])
 
     @classmethod
     def from_config(cls, cfg, device=None, dtype=None) -> "TransformerLM":
         return cls(cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff,
                    cfg.rope_theta, cfg.attention, device=device, dtype=dtype,
                    num_kv_heads=getattr(cfg, "num_kv_heads", None), qkv_bias=getattr(cfg, "qkv_bias", False),
-                   tie_embeddings=getattr(cfg, "tie_embeddings", False), norm_eps=getattr(cfg, "norm_eps", 1e-5))
+                   tie_embeddings=getattr(cfg, "tie_embeddings", False), norm_eps=getattr(cfg, "norm_eps", 1e-5),
+                   vocab_multiple=getattr(cfg, "vocab_multiple", 64))
 
     def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None) -> Tensor:
         total = token_ids.shape[-1] + (cache.length if cache is not None else 0)
@@ -238,7 +251,8 @@ class TransformerLM(nn.Module):
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, cache.layers[i] if cache is not None else None)
-        return self.lm_head(self.ln_final(x))  # (..., seq, vocab)
+        logits = self.lm_head(self.ln_final(x))  # (..., seq, padded vocab)
+        return logits[..., : self.vocab_size] if self.padded_vocab != self.vocab_size else logits
 
 
 class LayerKVCache:

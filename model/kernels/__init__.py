@@ -35,13 +35,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     raise ValueError(f"unknown attention kind {kind!r}: auto, triton or flash_torch")
 
 
-@torch.compiler.disable
 def _triton_attention(q, k, v, causal):
-    """Opaque to torch.compile (a graph break): Inductor would otherwise try to re-compile the autotuned
-    Triton kernels itself; the model's other layers are still compiled."""
-    from model.kernels.flash_triton import FlashAttentionTriton
+    """The Triton kernels as the `sift::flash_attention_fwd/bwd` custom ops: torch.compile compiles the whole model
+    around them (before, this function was `torch.compiler.disable`d: one graph break per layer)."""
+    from model.kernels.flash_triton import triton_attention
 
-    return FlashAttentionTriton.apply(q, k, v, causal)
+    return triton_attention(q, k, v, causal)
 
 
 __all__ = ["flash_attention", "FlashAttentionTorch", "triton_available"]

@@ -269,3 +269,51 @@ class FlashAttentionTriton(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = triton_backward(q, k, v, out, lse, dout.contiguous(), ctx.causal)
         return dq, dk, dv, None
+
+
+# -- the same kernels as torch custom ops: torch.compile traces through them (no graph break per layer) and treats
+# each as one opaque node with known output shapes, instead of stopping the graph at every attention call
+
+@torch.library.custom_op("sift::flash_attention_fwd", mutates_args=())
+def flash_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if k.shape[:-2] != q.shape[:-2] or v.shape != k.shape:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: leading dims and k/v shapes must match")
+    return triton_forward(q, k, v, causal)
+
+
+@flash_attention_fwd.register_fake
+def _(q, k, v, causal):
+    # the real outputs are fresh contiguous tensors: the fakes must have the same strides
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("sift::flash_attention_bwd", mutates_args=())
+def flash_attention_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                        dout: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return triton_backward(q, k, v, out, lse, dout.contiguous(), causal)
+
+
+@flash_attention_bwd.register_fake
+def _(q, k, v, out, lse, dout, causal):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, causal = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.causal = causal
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = flash_attention_bwd(q, k, v, out, lse, dout, ctx.causal)
+    return dq, dk, dv, None
+
+
+flash_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """FlashAttention-2 through the custom op (differentiable, traceable by torch.compile)."""
+    return flash_attention_fwd(q, k, v, causal)[0]

@@ -151,3 +151,21 @@ def test_configs_and_flops():
         ModelConfig(d_model=100, num_heads=3)
     with pytest.raises(ValueError, match="unknown model preset"):
         preset("gpt5")
+
+
+def test_vocab_padding_is_invisible():
+    """Embedding and LM head are padded to a multiple of 64 rows; logits keep vocab_size columns, an unpadded
+    state dict (older checkpoints, Hugging Face weights) loads, and the outputs equal an unpadded model's."""
+    from model.layers import TransformerLM
+
+    torch.manual_seed(0)
+    plain = TransformerLM(vocab_size=257, context_length=16, d_model=32, num_layers=1, num_heads=2,
+                          attention="reference", vocab_multiple=1)
+    padded = TransformerLM(vocab_size=257, context_length=16, d_model=32, num_layers=1, num_heads=2,
+                           attention="reference")
+    assert padded.padded_vocab == 320 and padded.lm_head.weight.shape == (320, 32)
+    padded.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 257, (2, 16))
+    torch.testing.assert_close(padded(ids), plain(ids))
+    assert padded(ids).shape == (2, 16, 257)
+    assert torch.count_nonzero(padded.lm_head.weight[257:]) == 0

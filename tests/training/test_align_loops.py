@@ -178,3 +178,34 @@ def test_pairs_from_rollouts_exact():
     assert len(pairs_from_rollouts(prompts, responses, rewards, 4, max_per_group=4)) == 1 + 4  # p1: a-b; p3: 2 x 2
     with pytest.raises(ValueError):
         pairs_from_rollouts(prompts[:5], responses[:5], rewards[:5], 4)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_align_as_ray_jobs(tokenizer_dir, tmp_path):
+    """`ray job submit -- python -m training.align.grpo sft|grpo`: SFT, then GRPO with its rollout actor on the
+    cluster, both as submitted jobs that succeed and leave a checkpoint and finite metrics."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.pipelines.test_job_submit import RAY_BIN, _ray_cluster
+
+    common = [f"tokenizer={tokenizer_dir}", "preset=tiny", "model={context_length: 96, attention: reference}",
+              "difficulty=1", "train_size=400", "eval_size=8", "device=cpu", "max_new_tokens=24"]
+    jobs = [("sft", tmp_path / "sft", ["sft_steps=20", "sft_batch_size=8", "lr=3e-3"]),
+            ("grpo", tmp_path / "grpo", [f"checkpoint={tmp_path / 'sft' / 'checkpoint.pt'}", "grpo_steps=2",
+                                         "rollout_batch_size=8", "group_size=4", "micro_batch_size=4", "eval_every=2",
+                                         "use_ray=true", "lr=1e-3"])]
+    with _ray_cluster(tmp_path, 2, []) as (address, env, _):
+        for command, out, sets in jobs:
+            cmd = [str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                   sys.executable, "-m", "training.align.grpo", command, "--output", str(out),
+                   *[a for s in common + sets for a in ("--set", s)]]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert "succeeded" in (done.stdout + done.stderr).lower()
+            assert (out / "checkpoint.pt").exists()
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "loss" in r]) == 2
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
