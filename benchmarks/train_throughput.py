@@ -139,13 +139,44 @@ def profile(mname: str) -> int:
     return 0
 
 
+def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:
+    """Milliseconds per optimizer step over the model's parameters (random gradients): sift's AdamW (foreach and
+    compiled) against torch.optim.AdamW (foreach and fused)."""
+    m = TransformerLM.from_config(preset(mname, context_length=1024), device="cuda")
+    for p in m.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    rows = []
+    for name, make in (("sift AdamW, foreach", lambda ps: AdamW(ps, lr=1e-4, weight_decay=0.1)),
+                       ("sift AdamW, compiled", lambda ps: AdamW(ps, lr=1e-4, weight_decay=0.1, compiled=True)),
+                       ("torch AdamW, foreach", lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=0.1, foreach=True)),
+                       ("torch AdamW, fused", lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=0.1, fused=True))):
+        opt = make(m.parameters())
+        for i in range(3):
+            opt.param_groups[0]["lr"] = 1e-4 * (i + 1)  # a changing lr must not recompile
+            opt.step()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(steps):
+            opt.param_groups[0]["lr"] = 1e-4 / (i + 1)
+            opt.step()
+        torch.cuda.synchronize()
+        rows.append({"model": mname, "optimizer": name, "ms_per_step": (time.perf_counter() - t) / steps * 1e3})
+        print(f"{mname:<12} {name:<24} {rows[-1]['ms_per_step']:.2f} ms/step", flush=True)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="gpt2-small,gpt2-medium")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one compiled sift step")
+    p.add_argument("--optimizer", action="store_true", help="time the optimizer step alone")
     args = p.parse_args()
+    if args.optimizer:
+        rows = [r for mname in args.models.split(",") for r in optimizer_steps(mname)]
+        Path(args.out, "optimizer_step.json").write_text(json.dumps(rows, indent=1))
+        return 0
     if args.profile:
         return profile(args.models.split(",")[0])
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -161,7 +192,7 @@ def main() -> int:
         for compiled in (False, True):
             torch.manual_seed(0)
             m = TransformerLM.from_config(cfg, device="cuda")
-            opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+            opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=compiled)
             fwd = torch.compile(m) if compiled else m
             try:
                 loss_fn = torch.compile(cross_entropy) if compiled else cross_entropy

@@ -5,7 +5,8 @@
 - `clip_gradients(params, max_norm)`: scale every gradient by max_norm / (‖g‖₂ + 1e-6) when the global L2 norm
   over all parameters exceeds max_norm; parameters without gradients are skipped. Returns the norm before clipping.
 - `AdamW`: Loshchilov & Hutter 2019, decoupled weight decay, bias-corrected moments, with `torch._foreach_*`
-  multi-tensor ops (one kernel launch per operation for the whole parameter group on GPU).
+  multi-tensor ops (one kernel launch per operation for the whole parameter group on GPU); `compiled=True` (or
+  "auto": on CUDA) runs the same update under torch.compile, fused into a few kernels.
 - `lr_cosine_schedule(t, max_lr, min_lr, warmup, cosine)`: linear warm-up to max_lr over `warmup` steps, cosine
   decay to min_lr at step `cosine`, min_lr after.
 """
@@ -50,12 +51,47 @@ def lr_cosine_schedule(t: int, max_lr: float, min_lr: float, warmup: int, cosine
     return min_lr
 
 
+def adamw_update(ps: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], lr: Tensor, step: Tensor,
+                 b1: float, b2: float, eps: float, wd: float) -> None:
+    """One AdamW update of a list of tensors in place, with the learning rate and step count as 0-d tensors, so that
+    `torch.compile` builds it once (a Python float would be baked in and recompiled every step) and fuses the
+    whole update into a few horizontal kernels (`AdamW(compiled=True)`)."""
+    bc1 = 1 - b1**step
+    bc2_sqrt = torch.sqrt(1 - b2**step)
+    if wd:
+        torch._foreach_mul_(ps, 1 - lr * wd)
+    torch._foreach_lerp_(ms, grads, 1 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, grads, grads, 1 - b2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_div_(denom, bc2_sqrt)
+    torch._foreach_add_(denom, eps)
+    updates = torch._foreach_div(ms, denom)
+    torch._foreach_mul_(updates, -lr / bc1)
+    torch._foreach_add_(ps, updates)
+
+
 class AdamW(torch.optim.Optimizer):
+    """`compiled`: run the update as `adamw_update` under torch.compile (a few fused kernels instead of ~10 foreach
+    kernels per step; timings in benchmarks/RESULTS.md); "auto" compiles on CUDA only."""
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+                 weight_decay: float = 0.01, compiled: bool | str = False):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"invalid AdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.compiled = compiled
+        self._update = None
+
+    def _compiled_for(self, device: torch.device) -> bool:
+        return self.compiled is True or (self.compiled == "auto" and device.type == "cuda")
+
+    def _run_compiled(self, ps, grads, m, v, lr, t, b1, b2, eps, wd) -> None:
+        if self._update is None:
+            self._update = torch.compile(adamw_update, fullgraph=True, dynamic=False)
+        dev = ps[0].device
+        self._update(ps, grads, m, v, torch.tensor(lr, dtype=torch.float32, device=dev),
+                     torch.tensor(float(t), dtype=torch.float32, device=dev), b1, b2, eps, wd)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -82,6 +118,9 @@ class AdamW(torch.optim.Optimizer):
                 ms.append(state["exp_avg"])
                 vs.append(state["exp_avg_sq"])
             for t, (ps, grads, m, v) in buckets.items():
+                if self._compiled_for(ps[0].device):
+                    self._run_compiled(ps, grads, m, v, lr, t, b1, b2, eps, wd)
+                    continue
                 # decoupled weight decay: θ ← θ - lr·λ·θ
                 if wd:
                     torch._foreach_mul_(ps, 1 - lr * wd)

@@ -153,7 +153,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         from training.ddp import DDPBucketed, ShardedOptimizer
 
         ddp = DDPBucketed(model, bucket_mb=cfg.bucket_mb)
-    opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    # with torch.compile, the optimizer step is compiled too (on CUDA): one fused update instead of ~10 foreach kernels
+    opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay, compiled="auto" if cfg.compile else False)
     opt = ShardedOptimizer(model.parameters(), AdamW, **opt_kw) if distributed and cfg.zero1 else AdamW(model.parameters(), **opt_kw)
     sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed + rank, device)
     shard_file = out / f"optimizer-rank{rank}.pt"

@@ -68,3 +68,35 @@ def test_cosine_schedule():
     assert lr_cosine_schedule(500, **kw) == 0.1
     with pytest.raises(ValueError):
         AdamW([torch.nn.Parameter(torch.zeros(1))], lr=-1)
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_adamw_update_matches_the_foreach_steps(backend, monkeypatch):
+    """AdamW(compiled=True) runs `adamw_update` (lr and step as tensors) under torch.compile; here with the eager
+    and AOTAutograd backends (Inductor on the GPU benchmark): the same parameters as the plain foreach path, step
+    for step, including a parameter that skips a step and an lr that changes every step (no recompiles)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": backend}))
+    torch.manual_seed(0)
+    a = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
+    b = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
+    b.load_state_dict(a.state_dict())
+    kw = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt_a, opt_b = AdamW(a.parameters(), **kw), AdamW(b.parameters(), **kw, compiled=True)
+    ids = torch.randint(0, 512, (4, 17))
+    for step in range(6):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            for group in opt.param_groups:
+                group["lr"] = 3e-3 * (1 + step) / 6
+            loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            if step == 2:
+                model.lm_head.weight.grad = None
+            opt.step()
+        for (name, p), q in zip(a.named_parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=lambda s, n=name, k=step: f"step {k} {n}: {s}")
+    assert opt_b._update is not None
