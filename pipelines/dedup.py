@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.exact import document_hash, line_hashes, remove_lines
+from operators.exact import SortedHashes, document_hash, line_hashes, remove_lines
 from pipelines import stats as statslib
 from pipelines.config import config_hash, stage_main
 from pipelines.layout import DOCS_DIR, STATS_DIR, init_ray, retry_system_failures
@@ -588,26 +588,48 @@ def check_source_loss(removed: dict[str, tuple], docs, cfg: "DedupConfig") -> No
         )
 
 
+def _fetch(ref):
+    """An object-store reference under Ray Data, the value itself in the local path."""
+    import ray
+
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+
+
+def removals_by_shard(removed_map: dict[str, tuple], src: OutputDir, shards: list[str]) -> dict[str, dict[str, tuple]]:
+    """Split the removals by the input shards that hold their documents (found from each shard's distinct
+    source_file values: one column read), so a rewrite worker receives its shard's removals only."""
+    shards_of: dict[str, list[str]] = {}
+    for shard in shards:
+        column = pq.read_table(src.path(DOCS_DIR, f"{shard}.parquet"), columns=["source_file"], filesystem=src.fs).column(0)
+        for source in column.unique().to_pylist():
+            shards_of.setdefault(source, []).append(shard)
+    parts: dict[str, dict[str, tuple]] = {}
+    for place, removal in removed_map.items():
+        for shard in shards_of.get(place.rsplit("#", 1)[0], ()):
+            parts.setdefault(shard, {})[place] = removal
+    return parts
+
+
 class RewriteShard:
     """One curate shard -> its deduplicated shard + stats + removal rows (atomic writes)."""
 
-    def __init__(self, cfg: DedupConfig, removed_ref, dup_lines_ref):
-        import ray
-
+    def __init__(self, cfg: DedupConfig, removed_by_shard: dict[str, Any] | None, dup_lines_ref):
         self.cfg = cfg
         self.src = OutputDir(cfg.input)
         self.out = OutputDir(cfg.output)
-        # place (source_file#record_offset) of each removed document ->
-        #   (kept doc_id, cluster size, similarity, stage, reason)
-        def fetch(ref):  # an object-store reference under Ray Data, the value itself in the local path
-            return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-
-        self.removed: dict[str, tuple] = fetch(removed_ref) if removed_ref is not None else {}
-        self.dup_lines = set(fetch(dup_lines_ref).tolist()) if dup_lines_ref is not None else set()
+        # shard -> (object-store reference to) {place (source_file#record_offset) of each removed document of that
+        # shard: (kept doc_id, cluster size, similarity, stage, reason)}: a worker fetches its shard's part only
+        self.removed_by_shard = removed_by_shard or {}
+        self.removed: dict[str, tuple] = {}
+        # the repeated line hashes: one sorted int64 array, shared zero-copy by the workers of a node
+        lines = _fetch(dup_lines_ref) if dup_lines_ref is not None else np.zeros(0, np.int64)
+        self.dup_lines = lines if isinstance(lines, SortedHashes) else SortedHashes(lines)
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
         shard = unit["shard"]
         try:
+            part = self.removed_by_shard.get(shard)
+            self.removed = _fetch(part) if part is not None else {}
             return self._rewrite(shard)
         except Exception as exc:
             raise RuntimeError(f"dedup failed on shard {shard}: {type(exc).__name__}: {exc}") from exc
@@ -728,7 +750,8 @@ def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[s
         survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
             if removed_map else docs
         counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
-        dup = np.array([r["line_hash"] for r in counts.map_batches(_repeated, batch_format="pyarrow").iter_rows()], np.int64)
+        batches = [b["line_hash"] for b in counts.map_batches(_repeated, batch_format="pyarrow").iter_batches(batch_format="numpy")]
+        dup = np.concatenate(batches).astype(np.int64) if batches else np.zeros(0, np.int64)
     return removed_map, dup
 
 
@@ -754,6 +777,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
 
     local = False
     removed_ref = dup_lines_ref = None
+    planned_removals = 0
     if pending:
         import ray
 
@@ -765,10 +789,13 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         removed_map, dup = retry_system_failures(
             lambda: _plan(cfg, src, paths, index_info, local), attempts=1 if local else cfg.system_retries + 1,
             what="dedup plan")
-        if removed_map:
-            removed_ref = removed_map if local else ray.put(removed_map)
+        planned_removals = len(removed_map)
+        parts = removals_by_shard(removed_map, src, shards)
+        del removed_map
+        removed_ref = parts if local else {shard: ray.put(part) for shard, part in parts.items()}
         if dup is not None:
-            dup_lines_ref = dup if local else ray.put(dup)
+            dup = SortedHashes(dup)
+            dup_lines_ref = dup if local else ray.put(dup.hashes)
     if pending and local:
         rewrite = RewriteShard(cfg, removed_ref, dup_lines_ref)
         for s in pending:
@@ -784,6 +811,11 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     errors = statslib.balance_errors(total)
     if errors:
         raise AssertionError(f"stats do not balance: {errors}")
+    if pending and len(pending) == len(shards):
+        done = sum(v for k, v in total.items() if k.split("/")[0] in ("exact_dedup", "fuzzy_dedup", "index_dedup")
+                   and "/drop_" in k)
+        if done != planned_removals:  # every planned removal reached the shard that holds its document
+            raise AssertionError(f"{planned_removals} documents were planned for removal but {done} were removed")
     if cfg.write_index and not out.exists(INDEX_DIR, "_SUCCESS"):
         write_index(cfg, src, out, index_info, local=local or not pending and _small(src, shards, cfg))
     summary = {"output": out.uri, "shards": len(shards), "shards_processed_now": len(pending),

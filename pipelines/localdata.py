@@ -60,9 +60,12 @@ class LocalDataset:
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         yield from self.table.to_pylist()
 
-    def iter_batches(self, batch_format: str = "pyarrow", batch_size: int | None = None) -> Iterator[pa.Table]:
+    def iter_batches(self, batch_format: str = "pyarrow", batch_size: int | None = None) -> Iterator[Any]:
         if self.table.num_rows:
-            yield self.table
+            if batch_format == "numpy":
+                yield {name: self.table.column(name).to_numpy() for name in self.table.column_names}
+            else:
+                yield self.table
 
 
 class LocalGroupedData:
