@@ -53,8 +53,12 @@ def main() -> None:
     ap.add_argument("--pair-docs", type=int, default=400, help="real pages used for the planted-edit pair benchmark")
     ap.add_argument("--only-signatures", action="store_true", help="part (a) only")
     ap.add_argument("--scaling", default="", help="corpus factors for (c), e.g. 1,4,16 (off by default: minutes)")
+    ap.add_argument("--only-scaling", action="store_true", help="part (c) only")
     args = ap.parse_args()
     texts = [t for p in sorted(glob.glob(args.files)) for r in read_warc_rows(p)[0] if (t := extract_text(r.html))]
+    if args.only_scaling:
+        scaling_benchmark(texts, tuple(int(f) for f in (args.scaling or "1,4,16").split(",")))
+        return
     words = sum(len(t.split()) for t in texts) / len(texts)
     print(f"{len(texts)} real page texts ({words:.0f} words each on average); 128 permutations, 5-word shingles; one core\n")
     ds = best(datasketch_default, texts, 1)
@@ -244,7 +248,8 @@ def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             t0 = time.perf_counter()
-            dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out")))
+            # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
+            dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out"), local_max_docs=0))
             wall = time.perf_counter() - t0
             stop.set()
             sampler.join()
