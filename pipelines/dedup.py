@@ -194,12 +194,18 @@ def _side_rows(pairs: pa.Table) -> pa.Table:
     })
 
 
-def _shingle_rows(batch: pa.Table, ngram: int) -> pa.Table:
+def _shingle_rows(batch: pa.Table, ngram: int, only: frozenset[str] | None = None) -> pa.Table:
+    """Each document's shingle set as one row; with `only`, just the documents in some candidate pair (the others
+    are never verified, so their shingles need not be computed or shuffled)."""
     from operators.minhash import normalize_bytes, shingle_hashes
 
-    sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in batch.column("text").to_pylist()]
+    places, texts = _places(batch), batch.column("text").to_pylist()
+    if only is not None:
+        keep = [i for i, p in enumerate(places) if p in only]
+        places, texts = [places[i] for i in keep], [texts[i] for i in keep]
+    sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in texts]
     return pa.table({
-        "place": pa.array(_places(batch), pa.string()),
+        "place": pa.array(places, pa.string()),
         "pair": pa.array([""] * len(sets), pa.string()),
         "shingles": pa.array([s.tolist() for s in sets], pa.list_(pa.uint32())),
     })
@@ -245,9 +251,16 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
                                  batch_format="pyarrow")
     pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
         functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-    unique = pairs.groupby(["a", "b"], num_partitions=partitions).count()
+    unique = pairs.groupby(["a", "b"], num_partitions=partitions).count().materialize()
+    candidates: set[str] = set()
+    for batch in unique.iter_batches(batch_format="numpy"):
+        candidates.update(batch["a"].tolist())
+        candidates.update(batch["b"].tolist())
+    if not candidates:
+        return {}
     sides = unique.map_batches(_side_rows, batch_format="pyarrow")
-    shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram), batch_format="pyarrow")
+    shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram, only=frozenset(candidates)),
+                                    batch_format="pyarrow")
     attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
     verified = attached.groupby("pair", num_partitions=partitions).map_groups(
         functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
