@@ -197,33 +197,12 @@ def _write_corpus(texts: list[str], copies: int, root: Path, shards: int = 8) ->
     return len(docs)
 
 
-def _ray_worker_rss_mb() -> list[float]:
-    """RSS of every Ray worker process on this machine (Linux /proc)."""
-    import os
-
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-            if b"ray::" not in cmd and b"default_worker.py" not in cmd:
-                continue
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        out.append(int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return out
-
-
 def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
     import tempfile
-    import threading
 
     import ray
+
+    from benchmarks.memory_per_stage import RSSSampler
 
     from pipelines.dedup import DedupConfig
     from pipelines.dedup import run as dedup_run
@@ -234,26 +213,13 @@ def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
     for factor in factors:
         with tempfile.TemporaryDirectory() as tmp:
             n = _write_corpus(texts, factor, Path(tmp) / "in")
-            peak = {"worker": 0.0, "total": 0.0}
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    rss = _ray_worker_rss_mb()
-                    if rss:
-                        peak["worker"] = max(peak["worker"], max(rss))
-                        peak["total"] = max(peak["total"], sum(rss))
-                    stop.wait(0.2)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            t0 = time.perf_counter()
-            # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
-            dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out"), local_max_docs=0))
-            wall = time.perf_counter() - t0
-            stop.set()
-            sampler.join()
-            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['total']:18.0f}")
+            with RSSSampler(every=0.2) as sampler:
+                t0 = time.perf_counter()
+                # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
+                dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out"), local_max_docs=0))
+                wall = time.perf_counter() - t0
+            peak = sampler.peak
+            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['workers']:18.0f}")
     ray.shutdown()
 
 

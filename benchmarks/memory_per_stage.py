@@ -40,7 +40,9 @@ def _processes() -> dict[str, list[float]]:
     return out
 
 
-class Sampler:
+class RSSSampler:
+    """Peak RSS of the Ray workers (one, and all together) and of the extraction children while the block runs."""
+
     def __init__(self, every: float = 0.1):
         self.every, self.peak = every, {"worker": 0.0, "workers": 0.0, "sandbox": 0.0}
         self.stop = threading.Event()
@@ -84,7 +86,7 @@ def main() -> None:
                                                                      local_max_docs=0))),
         ]
         for name, fn in stages:
-            with Sampler() as s:
+            with RSSSampler() as s:
                 t0 = time.perf_counter()
                 summary = fn()
                 wall = time.perf_counter() - t0

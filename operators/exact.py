@@ -38,18 +38,21 @@ def line_hashes(text: str) -> list[int]:
 
 class SortedHashes(Container[int]):
     """A set of int64 hashes held as one sorted numpy array: 8 bytes a hash (a Python set of ints takes ~10 times
-    that), and shared zero-copy by every worker of a node when it comes from Ray's object store."""
+    that), and shared zero-copy by every worker of a node when it comes from Ray's object store (pass such an
+    already sorted, unique array with `sorted_unique=True`, so that it is not copied)."""
 
-    def __init__(self, hashes: np.ndarray):
-        self.hashes = np.unique(np.asarray(hashes, dtype=np.int64))
+    def __init__(self, hashes: np.ndarray, *, sorted_unique: bool = False):
+        self.hashes = hashes if sorted_unique else np.unique(np.asarray(hashes, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def contains_many(self, hs: np.ndarray) -> np.ndarray:
+        if not len(self.hashes):
+            return np.zeros(len(hs), bool)
         i = np.searchsorted(self.hashes, hs)
         i[i == len(self.hashes)] = 0
-        return self.hashes[i] == hs if len(self.hashes) else np.zeros(len(hs), bool)
+        return self.hashes[i] == hs
 
     def __contains__(self, h: object) -> bool:
         return bool(self.contains_many(np.array([h], np.int64))[0])
@@ -58,15 +61,11 @@ class SortedHashes(Container[int]):
 def remove_lines(text: str, duplicated: Container[int]) -> tuple[str, int]:
     """`text` without its lines whose hash is in `duplicated`; (new text, lines removed)."""
     lines = text.split("\n")
+    idx = [i for i, line in enumerate(lines) if line.strip()]
+    hashes = [line_hash(lines[i]) for i in idx]
     if isinstance(duplicated, SortedHashes):  # one vectorised lookup for the whole text
-        idx = [i for i, line in enumerate(lines) if line.strip()]
-        hit = duplicated.contains_many(np.fromiter((line_hash(lines[i]) for i in idx), np.int64, len(idx)))
-        drop = {idx[j] for j in np.flatnonzero(hit)}
-        return "\n".join(line for i, line in enumerate(lines) if i not in drop), len(drop)
-    kept, removed = [], 0
-    for line in lines:
-        if line.strip() and line_hash(line) in duplicated:
-            removed += 1
-        else:
-            kept.append(line)
-    return "\n".join(kept), removed
+        hit = duplicated.contains_many(np.array(hashes, np.int64))
+    else:
+        hit = [h in duplicated for h in hashes]
+    drop = {i for i, h in zip(idx, hit) if h}
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop), len(drop)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import re
+import types
 import typing
 from typing import Any, TypeVar
 

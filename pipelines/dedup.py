@@ -636,7 +636,7 @@ class RewriteShard:
         self.removed: dict[str, tuple] = {}
         # the repeated line hashes: one sorted int64 array, shared zero-copy by the workers of a node
         lines = _fetch(dup_lines_ref) if dup_lines_ref is not None else np.zeros(0, np.int64)
-        self.dup_lines = lines if isinstance(lines, SortedHashes) else SortedHashes(lines)
+        self.dup_lines = lines if isinstance(lines, SortedHashes) else SortedHashes(lines, sorted_unique=True)
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
         shard = unit["shard"]
@@ -789,7 +789,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 
     local = False
-    removed_ref = dup_lines_ref = None
+    removed_parts = dup_lines_ref = None
     planned_removals = 0
     if pending:
         import ray
@@ -805,18 +805,18 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         planned_removals = len(removed_map)
         parts = removals_by_shard(removed_map, src, shards)
         del removed_map
-        removed_ref = parts if local else {shard: ray.put(part) for shard, part in parts.items()}
+        removed_parts = parts if local else {shard: ray.put(part) for shard, part in parts.items()}
         if dup is not None:
             dup = SortedHashes(dup)
             dup_lines_ref = dup if local else ray.put(dup.hashes)
     if pending and local:
-        rewrite = RewriteShard(cfg, removed_ref, dup_lines_ref)
+        rewrite = RewriteShard(cfg, removed_parts, dup_lines_ref)
         for s in pending:
             rewrite({"shard": s})
     elif pending:
         units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
-        done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_ref, dup_lines_ref),
+        done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_parts, dup_lines_ref),
                          compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         for _ in done.iter_rows():
             pass

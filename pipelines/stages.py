@@ -9,9 +9,9 @@ this bookkeeping lives once, in `DocStage.__call__`, so every stage counts the s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
@@ -108,7 +108,7 @@ class ExtractStage(DocStage):
     def __init__(self, cfg: ExtractConfig):
         self.cfg = cfg
         self.extractor = Extractor(cfg)
-        self.sandbox: Sandbox | None = None  # started on the first batch (not in a driver that only validates)
+        self.sandbox: Sandbox | None = None  # started by `start()` (a curate worker's constructor), never in the driver
 
     def start(self) -> None:
         """Start the extraction child now (a worker's one-time setup) rather than inside the first file's task."""
