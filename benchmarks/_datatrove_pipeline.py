@@ -2,7 +2,8 @@
 
     python _datatrove_pipeline.py --input DIR --work DIR --workers N --lid lid.176.ftz --tokenizer tokenizer.json
 
-The FineWeb-style datatrove pipeline, offline: WarcReader -> URLFilter -> Trafilatura -> LanguageFilter (ft176,
+The FineWeb-style datatrove pipeline, offline: WarcReader -> URLFilter -> Trafilatura (or, with
+--extractor resiliparse, resiliparse in a datatrove extractor step) -> LanguageFilter (ft176,
 en >= 0.65) -> GopherRepetitionFilter -> GopherQualityFilter [-> C4QualityFilter -> FineWebQualityFilter with --fineweb]
 -> PIIFormatter -> JsonlWriter; then MinHash dedup
 in its four steps (signatures, buckets, clusters, filter); then DocumentTokenizer (GPT-2). One task per WARC file,
@@ -30,6 +31,8 @@ def main() -> None:
     p.add_argument("--buckets", type=int, default=14)
     p.add_argument("--hashes-per-bucket", type=int, default=8)
     p.add_argument("--fineweb", action="store_true", help="add the FineWeb recipe's C4 and FineWeb quality filters")
+    p.add_argument("--extractor", choices=("trafilatura", "resiliparse"), default="trafilatura",
+                   help="datatrove's Trafilatura (its default), or resiliparse in a datatrove extractor step")
     args = p.parse_args()
 
     # datatrove downloads lid.176.bin into huggingface_hub's assets cache on first use: put the model there instead
@@ -52,6 +55,7 @@ def main() -> None:
     )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.extractors.base import BaseExtractor
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
@@ -65,6 +69,21 @@ def main() -> None:
     from datatrove.pipeline.tokens import DocumentTokenizer
     from datatrove.pipeline.writers import JsonlWriter
 
+    class Resiliparse(BaseExtractor):
+        """resiliparse's main-content extraction (sift's extractor's library and its default options) as a datatrove
+        step: datatrove has none of its own. Runs in datatrove's per-document sandbox like Trafilatura."""
+
+        name = "Resiliparse"
+
+        def __init__(self, timeout: float = 1):
+            super().__init__(timeout)
+
+        def extract(self, text: str) -> str:
+            from resiliparse.extract.html2text import extract_plain_text
+
+            return extract_plain_text(text, main_content=True, alt_texts=False, list_bullets=False, comments=False)
+
+    extractor = Trafilatura(favour_precision=True) if args.extractor == "trafilatura" else Resiliparse()
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     files = sorted(glob.glob(os.path.join(args.input, "*.warc.gz")))
@@ -80,7 +99,7 @@ def main() -> None:
     run("curate", [
         WarcReader(args.input, glob_pattern="*.warc.gz", default_metadata={}),
         URLFilter(),
-        Trafilatura(favour_precision=True),
+        extractor,
         LanguageFilter(languages=["en"], language_threshold=0.65),
         GopherRepetitionFilter(),
         GopherQualityFilter(),

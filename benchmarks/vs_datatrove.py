@@ -13,7 +13,8 @@ The pipelines, each as its tool recommends (datatrove: the FineWeb recipe's bloc
              -> PIIFormatter -> JsonlWriter; MinHash signatures -> buckets -> cluster -> filter; DocumentTokenizer
   sift:      read -> blocklist -> resiliparse extract -> langid(en >= 0.65) -> Gopher -> PII (quality classifier off);
              dedup: MinHash + LSH with verified pairs (exact-document and line dedup off); tokenize (GPT-2)
-Different extractors (Trafilatura vs resiliparse) are part of what is compared; agreement is reported by WARC record id.
+Different extractors (Trafilatura vs resiliparse) are part of what is compared; `--dt-extractor resiliparse` gives
+datatrove sift's extraction library instead (its "resiliparse variant"). Agreement is reported by WARC record id.
 Prints per-stage wall seconds, documents per second per core, and the documents each keeps.
 """
 
@@ -32,7 +33,7 @@ DT_VENV = REPO / ".venv-datatrove"
 DT_PACKAGES = [
     "datatrove==0.10.1", "trafilatura==2.3.1", "lxml_html_clean", "spacy>=3.7,<4", "fasttext-numpy2-wheel",
     "tokenizers", "xxhash<4", "warcio==1.8.1", "faust-cchardet", "python-magic", "pyahocorasick", "fasteners",
-    "tldextract", "orjson", "aiohttp",
+    "tldextract", "orjson", "aiohttp", "resiliparse==2.0.1",
 ]
 
 
@@ -136,7 +137,8 @@ def run_datatrove(python: Path, args, work: Path, tokenizer: Path) -> dict:
     cmd = [str(python), str(REPO / "benchmarks" / "_datatrove_pipeline.py"), "--input", args.input, "--work",
            str(work / "datatrove"), "--workers", str(args.workers), "--tokenizer", str(tokenizer),
            "--lid", str(REPO / "operators" / "resources" / "lid.176.ftz"),
-           "--buckets", str(args.bands), "--hashes-per-bucket", str(args.rows)] + (["--fineweb"] if args.fineweb else [])
+           "--buckets", str(args.bands), "--hashes-per-bucket", str(args.rows), "--extractor", args.dt_extractor,
+           ] + (["--fineweb"] if args.fineweb else [])
     measured = run_measured(cmd, work / "datatrove.log", env)
     result = json.loads((work / "datatrove" / "result.json").read_text())
     result.update(measured)
@@ -198,6 +200,8 @@ def main() -> int:
     p.add_argument("--fineweb", action="store_true", help="both add the FineWeb recipe's C4 and FineWeb quality filters")
     p.add_argument("--out", default=str(REPO / "runs" / "vs-datatrove"))
     p.add_argument("--copies", type=int, default=1, help="each file's records this many times over (larger files)")
+    p.add_argument("--dt-extractor", choices=("trafilatura", "resiliparse"), default="trafilatura",
+                   help="datatrove's extractor: its default Trafilatura, or resiliparse (sift's library) swapped in")
     args = p.parse_args()
     if not Path(args.input).is_dir():
         print(f"no WARC folder at {args.input}", file=sys.stderr)
@@ -240,7 +244,8 @@ def main() -> int:
           f"(removed {len(sc) - len(sd)}); both {len(dd & sd):,}")
     print(f"  tokens: datatrove {dt['tokens']:,}, sift {sf['tokens']:,}")
     summary = {
-        "input": args.input, "cores": cores, "records": records,
+        "input": args.input, "cores": cores, "records": records, "datatrove_extractor": args.dt_extractor,
+        "fineweb": args.fineweb, "copies": args.copies,
         "datatrove": {k: v for k, v in dt.items() if not k.endswith("_ids") and k != "datatrove_stats"},
         "sift": {k: v for k, v in sf.items() if not k.endswith("_ids") and k != "stats"},
         "agreement": {"curate_both": len(dc & sc), "curate_only_datatrove": len(dc - sc), "curate_only_sift": len(sc - dc),

@@ -5,12 +5,14 @@
     ray job submit --address http://<head>:8265 --working-dir . -- \\
         python -m pipelines.run --config configs/run-cluster.yaml  # a Common Crawl dump, GPU training
 
-Stage outputs are `<output>/<stage>` (curate, dedup, tokens, model, sweep, align/<command>), each reading the one
-before. `<output>/pipeline.json` records every stage's status, settings hash, seconds and summary, rewritten
-atomically after each stage. A rerun skips the stages recorded as finished with the same settings (their outputs
-still in place), and inside an unfinished stage that stage's own resume applies (finished shards, the pretraining
-checkpoint, finished sweep runs). A finished stage whose settings changed is an error naming it: its output would
-otherwise mix two configurations, and everything after it would be stale.
+Each stage writes `<output>/<stage>-<hash>` (curate, dedup, tokens, model, sweep, align/<command>), reading the
+one before; the hash covers the stage's output-changing settings and its input's hash, so changing a setting gives
+that stage and every later one fresh folders, and the old ones stay for a switch back. `<output>/<stage>` is a
+symlink to the latest (local outputs), so `runs/demo/model/checkpoint.pt` stays one path. A finished stage leaves
+`stage.json` (status, hash, seconds, summary) in its folder; `<output>/pipeline.json` records the whole run,
+rewritten atomically after each stage. A rerun skips every stage whose folder is finished and still in place, and
+inside an unfinished stage that stage's own resume applies (finished shards, the pretraining checkpoint, finished
+sweep runs).
 
 Training stages (pretrain, sweep, align) run as Ray tasks or Ray Train workers with the resources asked for here,
 so on a cluster they land on GPU workers, not the head; they read and write local paths (`train_output`, a shared
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import posixpath
 import shutil
 import sys
 import time
@@ -48,7 +52,7 @@ ALIGN_COMMANDS = tuple(ALIGN_STEPS)
 @dataclass(frozen=True)
 class RunConfig:
     output: str = "runs/pipeline"
-    """Where every stage writes (`<output>/<stage>`): a local folder or an object store URI."""
+    """Where every stage writes (`<output>/<stage>-<hash>`): a local folder or an object store URI."""
     train_output: str = ""
     """Where the training stages write (local or a shared filesystem); default `output` when that is local."""
     stages: tuple[str, ...] = ("curate", "dedup", "tokenize", "pretrain")
@@ -95,7 +99,7 @@ class RunConfig:
             default = type(cfg)()
             for f in fields:
                 if getattr(cfg, f) != getattr(default, f):
-                    raise ValueError(f"{name}.{f} is set by the pipeline (<output>/<stage>); set `output` instead")
+                    raise ValueError(f"{name}.{f} is set by the pipeline (<output>/<stage>-<hash>); set `output` instead")
 
     # ---- where each stage reads and writes
     def _train_root(self) -> str:
@@ -106,44 +110,88 @@ class RunConfig:
                              "for the training stages")
         return self.output
 
-    def paths(self) -> dict[str, str]:
+    def plan(self, record: dict[str, Any] | None = None) -> dict[str, "StagePlan"]:
+        """Every stage's config with its input and output wired, its settings hash and its folder.
+
+        A stage's hash covers its own output-changing settings and the hash of the stage it reads (for curate: its
+        WARC input), so a changed setting gives that stage and every later one new folders
+        (`<output>/<name>-<hash[:8]>`) and leaves the old ones in place for a switch back. A stage this run does
+        not include is read from its folder for these settings if finished there, else where `record` (the run's
+        pipeline.json) says it was last written, else at its pointer `<output>/<name>`."""
+        record = record or {"stages": {}}
         o = self.output.rstrip("/")
-        t = self._train_root().rstrip("/") if any(s in self.stages for s in ("pretrain", "sweep", "align")) else o
-        return {"curate": f"{o}/curate", "dedup": f"{o}/dedup", "tokenize": f"{o}/tokens", "pretrain": f"{t}/model",
-                "sweep": f"{t}/sweep", "align": f"{t}/align", "local_tokens": f"{t}/tokens"}
-
-    def stage_configs(self) -> dict[str, Any]:
-        """Every stage's own config, with inputs and outputs wired (the run's num_cpus where a stage has one)."""
-        p = self.paths()
-        documents = p["dedup"] if "dedup" in self.stages else p["curate"]
-        tokens = p["tokenize"] if "://" not in p["tokenize"] else p["local_tokens"]
+        t = self._train_root().rstrip("/") if any(s in self.stages for s in TRAIN_STAGES) else o
         cpus = {"num_cpus": self.num_cpus} if self.num_cpus is not None else {}
-        return {
-            "curate": replace(self.curate, output=p["curate"], **cpus),
-            "dedup": replace(self.dedup, input=p["curate"], output=p["dedup"], **cpus),
-            "tokenize": replace(self.tokenize, input=documents, output=p["tokenize"], **cpus),
-            "pretrain": replace(self.pretrain, shards=tokens, output=p["pretrain"], resume=True),
-            "sweep": replace(self.sweep, shards=tokens, output=p["sweep"]),
-            "align": replace(self.align, output=p["align"],
-                             tokenizer=self.align.tokenizer or self.tokenize.tokenizer,
-                             checkpoint=self.align.checkpoint or (f"{p['pretrain']}/checkpoint.pt"
-                                                                  if "pretrain" in self.stages else "")),
-        }
+        plans: dict[str, StagePlan] = {}
+
+        def upstream(name: str) -> tuple[str, str]:
+            """(folder, hash) of the stage `name`: the one this config describes when this run makes it or it is
+            finished, else where the run's record says it was last written, else its pointer."""
+            plan = plans[name]
+            if name in self.stages or _read_marker(OutputDir(plan.output)).get("hash") == plan.hash:
+                return plan.output, plan.hash
+            prev = record.get("stages", {}).get(name) or {}
+            folder = prev.get("output") or f"{o}/{STAGE_DIRS[name]}"
+            return folder, prev.get("hash") or folder
+
+        def add(name: str, root: str, cfg: Any, own: Any, reads: str) -> None:
+            h = config_hash({"stage": name, "settings": own, "reads": reads})
+            plans[name] = StagePlan(name, cfg, h, f"{root}/{STAGE_DIRS[name]}-{h[:8]}")
+
+        add("curate", o, replace(self.curate, **cpus), self.curate.output_hash(), self.curate.input)
+        plans["curate"] = wired_plan(plans["curate"], output=plans["curate"].output)
+        src, src_hash = upstream("curate")
+        add("dedup", o, self.dedup, self.dedup.output_hash(), src_hash)
+        plans["dedup"] = wired_plan(plans["dedup"], input=src, output=plans["dedup"].output, **cpus)
+        src, src_hash = upstream("dedup" if "dedup" in self.stages else "curate")
+        add("tokenize", o, self.tokenize, self.tokenize.output_hash(), src_hash)
+        plans["tokenize"] = wired_plan(plans["tokenize"], input=src, output=plans["tokenize"].output, **cpus)
+        tokens, tokens_hash = upstream("tokenize")
+        if "://" in tokens:  # training memory-maps local files: a remote tokenize output is copied next to them
+            tokens = f"{t}/{posixpath.basename(tokens)}"
+        add("pretrain", t, self.pretrain, _settings(self.pretrain, workers=self.pretrain_workers), tokens_hash)
+        plans["pretrain"] = wired_plan(plans["pretrain"], shards=tokens, output=plans["pretrain"].output, resume=True)
+        add("sweep", t, self.sweep, _settings(self.sweep), tokens_hash)
+        plans["sweep"] = wired_plan(plans["sweep"], shards=tokens, output=plans["sweep"].output)
+        if self.align.checkpoint or "pretrain" not in self.stages:
+            checkpoint, reads = self.align.checkpoint, self.align.checkpoint
+        else:
+            checkpoint, reads = f"{plans['pretrain'].output}/checkpoint.pt", plans["pretrain"].hash
+        align = replace(self.align, tokenizer=self.align.tokenizer or self.tokenize.tokenizer)
+        add("align", t, align, _settings(align, commands=list(self.align_commands)), reads)
+        plans["align"] = wired_plan(plans["align"], output=plans["align"].output, checkpoint=checkpoint)
+        return plans
+
+    def stage_configs(self, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every stage's own config, with inputs and outputs wired (the run's num_cpus where a stage has one)."""
+        return {name: p.config for name, p in self.plan(record).items()}
 
 
-def stage_hash(name: str, cfg: Any, run: RunConfig) -> str:
-    """What must match for a finished stage to be reused: its own output hash where it defines one, else every
-    setting that changes its result."""
-    if hasattr(cfg, "output_hash"):
-        return cfg.output_hash()
+TRAIN_STAGES = ("pretrain", "sweep", "align")
+# a `sift run` job's stage folders are <output>/<name>-<hash>; <output>/<name> points at the latest one (locally)
+STAGE_DIRS = {"curate": "curate", "dedup": "dedup", "tokenize": "tokens", "pretrain": "model", "sweep": "sweep",
+              "align": "align"}
+STAGE_FILE = "stage.json"  # in a stage folder, written when the stage finished: {"status", "hash", "summary", ...}
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    config: Any
+    hash: str
+    output: str
+
+
+def wired_plan(plan: StagePlan, **fields: Any) -> StagePlan:
+    return replace(plan, config=replace(plan.config, **fields))
+
+
+def _settings(cfg: Any, **extra: Any) -> dict[str, Any]:
+    """The settings of a training stage that change its result (not where it reads or writes, or resumption)."""
     d = asdict(cfg)
-    for volatile in ("resume", "stop_after", "output", "shards", "device", "use_ray"):
+    for volatile in ("resume", "stop_after", "output", "shards", "device", "use_ray", "checkpoint"):
         d.pop(volatile, None)
-    if name == "pretrain":
-        d["workers"] = run.pretrain_workers
-    if name == "align":
-        d["commands"] = list(run.align_commands)
-    return config_hash(d)
+    return {**d, **extra}
 
 
 # ---- the training stages, as Ray tasks (on a cluster they go to the nodes with the resources asked for)
@@ -261,17 +309,48 @@ def _load_record(out: OutputDir) -> dict[str, Any]:
     return out.read_json(PIPELINE_FILE) if out.exists(PIPELINE_FILE) else {"stages": {}}
 
 
-def _complete(name: str, cfg: Any, run: RunConfig) -> bool:
-    """Is the stage's output still in place (the record alone is not enough: someone may have deleted it)?"""
-    if name in ("curate", "dedup"):
-        return OutputDir(cfg.output).exists("documents", "_SUCCESS")
-    if name == "tokenize":
-        return OutputDir(cfg.output).exists("tokens", "_SUCCESS")
-    if name == "pretrain":
+def _complete(plan: StagePlan, run: RunConfig) -> bool:
+    """Did the stage finish in its folder (its marker says so and its output is still in place)?"""
+    cfg, out = plan.config, OutputDir(plan.output)
+    marker = _read_marker(out)
+    if marker.get("status") != "finished" or marker.get("hash") != plan.hash:
+        return False
+    if plan.name in ("curate", "dedup"):
+        return out.exists("documents", "_SUCCESS")
+    if plan.name == "tokenize":
+        return out.exists("tokens", "_SUCCESS")
+    if plan.name == "pretrain":
         return Path(cfg.output, "checkpoint.pt").exists()
-    if name == "sweep":
+    if plan.name == "sweep":
         return Path(cfg.output, "runs.parquet").exists()
     return all(Path(cfg.output, c, "done.json").exists() for c in run.align_commands)
+
+
+def _read_marker(out: OutputDir) -> dict[str, Any]:
+    try:
+        return out.read_json(STAGE_FILE) if out.exists(STAGE_FILE) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _point(output: str, name: str, folder: str, log: Callable[[str], None]) -> None:
+    """Make `<output>/<name>` a relative symlink to the stage folder `folder` (local outputs only), so the latest
+    outputs keep one stable path (`runs/demo/model/checkpoint.pt`). Replaced atomically; a real folder of that name
+    (a run from before stage folders were hashed) is moved aside to `<name>-unhashed`, never deleted."""
+    if "://" in output:
+        return
+    link = Path(output, name)
+    if link.exists() and not link.is_symlink():
+        aside = link.with_name(f"{name}-unhashed")
+        if aside.exists():
+            raise ValueError(f"{link} is a folder, not the link to the latest {name} output, and {aside} exists: "
+                             f"move one of them away")
+        link.rename(aside)
+        log(f"   {link} was a folder (older layout): moved to {aside}")
+    tmp = link.with_name(f".{name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(posixpath.basename(folder.rstrip("/")), target_is_directory=True)
+    os.replace(tmp, link)
 
 
 def run_pipeline(run: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -280,29 +359,32 @@ def run_pipeline(run: RunConfig, log: Callable[[str], None] = print) -> dict[str
     t0 = time.perf_counter()
     if "curate" in run.stages and not run.curate.input:
         raise ValueError("curate.input: no WARC input given (a file, folder, glob or warc.paths listing)")
-    configs = run.stage_configs()
     out = OutputDir(run.output)
     out.check_writable()
     record = _load_record(out)
+    plans = run.plan(record)
     record.update(config=json.loads(json.dumps(asdict(run), default=list)), stages_requested=list(run.stages))
     runners: dict[str, Callable[[Any], dict[str, Any]]] = {
         "curate": curate.run, "dedup": dedup.run, "tokenize": tokenize.run,
         "pretrain": lambda c: _pretrain(c, run), "sweep": lambda c: _sweep(c, run), "align": lambda c: _align(c, run),
     }
     for name in run.stages:
-        cfg = configs[name]
-        h = stage_hash(name, cfg, run)
-        prev = record["stages"].get(name, {})
-        if prev.get("status") == "finished" and _complete(name, cfg, run):
-            if prev.get("hash") != h:
-                raise ValueError(f"stage {name} finished in {cfg.output} with other settings (hash {prev.get('hash')} "
-                                 f"!= {h}); choose a new output, or delete {cfg.output} and the stages after it")
-            log(f"== {name}: complete, skipped ({cfg.output})")
+        plan = plans[name]
+        cfg, folder = plan.config, plan.output
+        root = run._train_root() if name in TRAIN_STAGES else run.output
+        if _complete(plan, run):
+            record["stages"][name] = _read_marker(OutputDir(folder))
+            _point(root, STAGE_DIRS[name], folder, log)
+            out.write_json(record, PIPELINE_FILE)
+            log(f"== {name}: complete, skipped ({folder})")
             continue
-        if name in ("pretrain", "sweep") and "://" in run.paths()["tokenize"]:
-            _localize_tokens(run.paths()["tokenize"], run.paths()["local_tokens"])
-        log(f"== {name} -> {cfg.output}")
-        record["stages"][name] = {"status": "running", "hash": h, "output": cfg.output}
+        if name in ("pretrain", "sweep") and "://" in plans["tokenize"].output:
+            _localize_tokens(plans["tokenize"].output, cfg.shards)
+        log(f"== {name} -> {folder}")
+        if "://" not in folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        _point(root, STAGE_DIRS[name], folder, log)
+        record["stages"][name] = {"status": "running", "hash": plan.hash, "output": folder}
         out.write_json(record, PIPELINE_FILE)
         s0 = time.perf_counter()
         try:
@@ -312,8 +394,9 @@ def run_pipeline(run: RunConfig, log: Callable[[str], None] = print) -> dict[str
             out.write_json(record, PIPELINE_FILE)
             raise
         seconds = time.perf_counter() - s0
-        record["stages"][name] = {"status": "finished", "hash": h, "output": cfg.output, "seconds": round(seconds, 3),
-                                  "summary": _brief(name, result)}
+        record["stages"][name] = {"status": "finished", "hash": plan.hash, "output": folder,
+                                  "seconds": round(seconds, 3), "summary": _brief(name, result)}
+        OutputDir(folder).write_json(record["stages"][name], STAGE_FILE)
         out.write_json(record, PIPELINE_FILE)
         log(f"   {name}: {seconds:.1f} s  {json.dumps(record['stages'][name]['summary'], default=str)[:300]}")
         if name == "tokenize" and run.report:

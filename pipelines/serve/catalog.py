@@ -1,7 +1,8 @@
 """What `sift serve` shows, read from the files the pipelines already write (no Ray, no web here).
 
-A *run* is a folder under the served root holding either `pipeline.json` (a `sift run` job: curate/,
-dedup/, tokens/, model/ ... beneath it) or a single stage's `run.json` (`sift curate|dedup|tokenize`).
+A *run* is a folder under the served root holding either `pipeline.json` (a `sift run` job: curate-<hash>/,
+dedup-<hash>/, tokens-<hash>/, model-<hash>/ ... beneath it) or a single stage's `run.json` (`sift curate|dedup|
+tokenize`).
 Everything is read through `pipelines.io.OutputDir`, so a root on S3 or GCS works like a local one.
 
 Reads are live: per-shard stats files are written last by each worker, so the funnel of a run in
@@ -32,7 +33,7 @@ from pipelines.layout import DOCS_DIR, EXCLUSIONS_DIR, PIPELINE_FILE, STATS_DIR
 from pipelines.report import stage_kind
 from pipelines.tokenize import PART_STATS_DIR, SPLITS, TOKENS_DIR
 
-# stage folders of a `sift run` job, in pipeline order (pipelines/run.py names them so)
+# stage folders of a `sift run` job, in pipeline order: links to the latest <name>-<hash> (pipelines.run.STAGE_DIRS)
 PIPELINE_DIRS = {"curate": "curate", "dedup": "dedup", "tokenize": "tokens", "pretrain": "model", "sweep": "sweep"}
 DOC_STAGES = ("curate", "dedup")  # stages whose output is Parquet documents
 META_COLUMNS = ("doc_id", "url", "domain", "warc_date", "source_file", "record_offset", "lang", "lang_score",
@@ -64,8 +65,12 @@ class Run:
         for stage, sub in PIPELINE_DIRS.items():
             recorded = (record.get("stages", {}).get(stage) or {}).get("output", "")
             # a recorded absolute or remote output wins (train_output may live elsewhere); a relative one was
-            # relative to the driver's working directory, so the conventional sub-folder is used instead
-            for cand in ([recorded] if recorded.startswith("/") or "://" in recorded else []) + [self.out.path(sub)]:
+            # relative to the driver's working directory, so its folder name (<stage>-<hash>) is looked up in the
+            # run, then the run's link to the latest (<stage>)
+            cands = [recorded] if recorded.startswith("/") or "://" in recorded else []
+            if recorded:
+                cands.append(self.out.path(posixpath.basename(recorded.rstrip("/"))))
+            for cand in cands + [self.out.path(sub)]:
                 if _exists(cand):
                     found[stage] = OutputDir(cand)
                     break

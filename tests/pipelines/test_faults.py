@@ -1,5 +1,6 @@
-"""Fault injection: a worker node dies in the middle of a curate job (as a preempted spot machine does). The job
-still succeeds, and its output equals a clean run's: no document lost, none doubled, stats not double-counted."""
+"""Fault injection: a worker node dies in the middle of a curate, dedup or tokenize job (as a preempted spot machine
+does), or the driver dies. The job still succeeds (or its rerun does), and its output equals a clean run's: no
+document lost, none doubled, stats not double-counted."""
 
 from __future__ import annotations
 
@@ -27,6 +28,33 @@ def _documents(folder: Path) -> dict[str, list[tuple]]:
             for p in sorted(folder.glob("*.parquet"))}
 
 
+def _submit_then_wait_for_first(address: str, env: dict, module_args: list[str], done_dir: Path) -> subprocess.Popen:
+    """`ray job submit` a module; return once the first unit is finished (a file in `done_dir`)."""
+    cmd = [str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+           sys.executable, "-m", *module_args]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (done_dir.exists() and any(done_dir.glob("*.json"))):
+        assert job.poll() is None, job.stdout.read()[-3000:]
+        time.sleep(0.02)
+    return job
+
+
+def _kill_node_then_wait(job: subprocess.Popen, node: subprocess.Popen, what: str) -> tuple[str, float]:
+    """SIGKILL the worker node (raylet, its workers and agents at once), then wait for the job: (log, seconds from
+    the kill to the job's end)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGKILL)
+    node.wait()
+    killed_at = time.time()
+    try:
+        log, _ = job.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail(f"the {what} job hung after its worker node died")
+    return log, time.time() - killed_at
+
+
 def test_worker_node_killed_mid_curate(ray_local, tmp_path):
     from pipelines.curate import CurateConfig, run
 
@@ -36,27 +64,11 @@ def test_worker_node_killed_mid_curate(ray_local, tmp_path):
 
     out = tmp_path / "faulty"
     with _ray_cluster(tmp_path, 1, [1]) as (address, env, procs):
-        cmd = [str(RAY_BIN), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-               sys.executable, "-m", "pipelines.curate", *[a for f in files for a in ("--input", str(f))],
-               "--output", str(out)]
-        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
         stats_dir = out / "shard_stats"
-        deadline = time.time() + 240
-        while time.time() < deadline and not (stats_dir.exists() and any(stats_dir.glob("*.json"))):
-            assert job.poll() is None, job.stdout.read()[-3000:]
-            time.sleep(0.05)
+        job = _submit_then_wait_for_first(address, env, ["pipelines.curate", *[a for f in files for a in ("--input", str(f))],
+                                                         "--output", str(out)], stats_dir)
         done_at_kill = len(list(stats_dir.glob("*.json")))
-        worker = procs[1]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)  # the whole node at once: raylet, its workers, its agents
-        worker.wait()
-        killed_at = time.time()
-        try:
-            log, _ = job.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            pytest.fail("the job hung after its worker node died")
-        recovery = time.time() - killed_at
+        log, recovery = _kill_node_then_wait(job, procs[1], "curate")
     (tmp_path / "job.log").write_text(log)
     assert done_at_kill < len(files), "the node died after the work was done: nothing was tested"
     assert job.returncode == 0, log[-3000:]
@@ -99,20 +111,48 @@ def test_worker_node_killed_during_the_dedup_shuffle(ray_local, tmp_path):
             time.sleep(0.05)
         time.sleep(4)
         running = job.poll() is None and not any((out / "shard_stats").glob("*.json"))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(procs[1].pid, signal.SIGKILL)
-        procs[1].wait()
-        try:
-            log, _ = job.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            pytest.fail("the dedup job hung after its worker node died")
+        log, _ = _kill_node_then_wait(job, procs[1], "dedup")
     (tmp_path / "job.log").write_text(log)
     assert running, "the node was killed after the shuffles: nothing was tested"
     assert job.returncode == 0, log[-3000:]
     assert json.loads((out / "stats.json").read_text())["stats"] == json.loads((clean / "stats.json").read_text())["stats"]
     assert _documents(out / "documents") == _documents(clean / "documents")
     assert _removed(out / "dedup_removed") == _removed(clean / "dedup_removed")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_worker_node_killed_mid_tokenize(ray_local, tmp_path):
+    """Tokenize on a cluster (an actor pool over the input shards, then packing): a node dying while the shards are
+    being tokenized loses nothing; the token shards and document maps are byte-identical to a clean run's."""
+    from pipelines import tokenize
+    from pipelines.curate import CurateConfig
+    from pipelines.curate import run as curate
+
+    files = sorted(SAMPLE.glob("*.warc.gz"))
+    curated = tmp_path / "curate"
+    curate(CurateConfig(input=tuple(str(f) for f in files), output=str(curated)))
+    clean = tmp_path / "clean"
+    tokenize.run(tokenize.TokenizeConfig(input=str(curated), output=str(clean), shard_tokens=20_000))
+
+    out = tmp_path / "faulty"
+    with _ray_cluster(tmp_path, 1, [1]) as (address, env, procs):
+        parts = out / tokenize.PART_STATS_DIR
+        job = _submit_then_wait_for_first(address, env, ["pipelines.tokenize", "--input", str(curated), "--output",
+                                                         str(out), "--set", "shard_tokens=20000"], parts)
+        done_at_kill = len(list(parts.glob("*.json")))
+        log, recovery = _kill_node_then_wait(job, procs[1], "tokenize")
+    (tmp_path / "job.log").write_text(log)
+    assert done_at_kill < len(files), "the node died after every shard was tokenized: nothing was tested"
+    assert job.returncode == 0, log[-3000:]
+    assert json.loads((out / "stats.json").read_text())["stats"] == json.loads((clean / "stats.json").read_text())["stats"]
+    tokens, expected = _files(out / tokenize.TOKENS_DIR), _files(clean / tokenize.TOKENS_DIR)
+    manifest, clean_manifest = json.loads(tokens.pop("manifest.json")), json.loads(expected.pop("manifest.json"))
+    assert manifest["shards"] == clean_manifest["shards"]  # each shard's counts and sha256 (the rest holds timings)
+    assert len(tokens) > 3 and tokens == expected  # token shards, document maps, _SUCCESS
+    print(f"worker node killed with {done_at_kill}/{len(files)} input shards tokenized; job finished {recovery:.1f} s later")
 
 
 def test_driver_killed_mid_run_then_rerun_resumes(tmp_path):

@@ -1,5 +1,5 @@
 """`sift run`: every stage as one job on the bundled real sample, stages wired output to input, finished stages
-skipped on rerun, changed settings refused, a deleted output redone."""
+skipped on rerun, changed settings written to new hash-named folders, a deleted output redone."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def test_run_config_errors(tmp_path):
         resolve(RunConfig, None, parse_set(["output=s3://bucket/run"])).stage_configs()
     cfg = resolve(RunConfig, None, parse_set(["output=s3://bucket/run", "train_output=/mnt/shared/run"]))
     wired = cfg.stage_configs()
-    assert wired["tokenize"].output == "s3://bucket/run/tokens" and wired["pretrain"].shards == "/mnt/shared/run/tokens"
-    assert wired["pretrain"].output == "/mnt/shared/run/model"
+    tokens = wired["tokenize"].output
+    assert tokens.startswith("s3://bucket/run/tokens-") and wired["pretrain"].shards == "/mnt/shared/run/" + tokens[16:]
+    assert wired["pretrain"].output.startswith("/mnt/shared/run/model-")
     # no input: an error before any work (and no Ray started)
     assert main(["--output", str(tmp_path / "x"), "--stages", "curate"]) == 2
 
@@ -58,9 +59,14 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     record = run_pipeline(cfg)
     stages = record["stages"]
     assert [s for s in stages] == list(cfg.stages) and all(s["status"] == "finished" for s in stages.values())
-    # each stage read the one before it
-    assert json.loads((out / "dedup" / "run.json").read_text())["input_run"].endswith("run/curate")
-    assert json.loads((out / "tokens" / "run.json").read_text())["input_run"].endswith("run/dedup")
+    # each stage read the one before it, in a folder named by its settings hash; <output>/<stage> links to it
+    plans = cfg.plan()
+    for name, link in (("curate", "curate"), ("dedup", "dedup"), ("tokenize", "tokens"), ("pretrain", "model")):
+        assert stages[name]["output"] == plans[name].output == str(out / f"{link}-{plans[name].hash[:8]}")
+        assert (out / link).is_symlink() and (out / link).resolve() == Path(plans[name].output)
+        assert json.loads((out / link / "stage.json").read_text()) == stages[name]
+    assert json.loads((out / "dedup" / "run.json").read_text())["input_run"] == plans["curate"].output
+    assert json.loads((out / "tokens" / "run.json").read_text())["input_run"] == plans["dedup"].output
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "dedup" / "documents").glob("*.parquet"))
     assert stages["tokenize"]["summary"]["documents"] == kept == stages["dedup"]["summary"]["documents_out"] > 0
     assert stages["curate"]["summary"]["files"] == 2 and sum(stages["curate"]["summary"]["shards_per_node"].values()) == 2
@@ -79,9 +85,22 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     assert all(f"== {s}: complete, skipped" in log for s in cfg.stages)
     assert again["stages"] == stages
 
-    # changed settings of a finished stage: refused, naming the stage
-    with pytest.raises(ValueError, match="stage pretrain finished in .* with other settings"):
-        run_pipeline(replace(cfg, pretrain=replace(cfg.pretrain, max_lr=1e-2)))
+    # changed settings of a finished stage: that stage (and what reads it) goes to a new folder, the rest is reused,
+    # the old folder stays, and switching back reuses it
+    old_model = (out / "model").resolve()
+    changed = replace(cfg, stages=("curate", "dedup", "tokenize", "pretrain"),
+                      pretrain=replace(cfg.pretrain, max_lr=1e-2))
+    capsys.readouterr()
+    run_pipeline(changed)
+    log = capsys.readouterr().out
+    assert "== tokenize: complete, skipped" in log and "== pretrain -> " in log
+    new_model = (out / "model").resolve()
+    assert new_model != old_model and (new_model / "checkpoint.pt").exists() and (old_model / "checkpoint.pt").exists()
+    capsys.readouterr()
+    run_pipeline(cfg)
+    log = capsys.readouterr().out
+    assert all(f"== {s}: complete, skipped" in log for s in cfg.stages)
+    assert (out / "model").resolve() == old_model
 
     # a deleted output is redone, and only that stage
     (out / "model" / "checkpoint.pt").unlink()
@@ -90,6 +109,46 @@ def test_one_job_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "== pretrain -> " in log and "== curate: complete, skipped" in log
     assert (out / "model" / "checkpoint.pt").exists()
+
+
+def test_stage_hashes_chain_through_the_stages_that_read_them():
+    base = resolve(RunConfig, str(DEMO), parse_set(["output=/tmp/r", "stages=[curate, dedup, tokenize, pretrain, sweep, align]"]))
+
+    def hashes(*sets: str) -> dict[str, str]:
+        cfg = resolve(RunConfig, str(DEMO), parse_set(["output=/tmp/r", "stages=[curate, dedup, tokenize, pretrain, sweep, align]", *sets]))
+        return {name: p.hash for name, p in cfg.plan().items()}
+
+    h0 = {name: p.hash for name, p in base.plan().items()}
+    assert hashes() == h0  # stable
+    # where it runs and how fast: no new folders
+    assert hashes("num_cpus=1", "output=/elsewhere", "curate.extract.time_limit_s=3") == h0
+    changed = hashes("curate.gopher.min_words=10")  # a curate filter: every stage after it is new
+    assert all(changed[s] != h0[s] for s in h0)
+    changed = hashes("dedup.jaccard_threshold=0.9")
+    assert changed["curate"] == h0["curate"] and all(changed[s] != h0[s] for s in h0 if s != "curate")
+    changed = hashes("pretrain.max_lr=0.01")  # the sweep reads the tokens, not the model
+    assert {s for s in h0 if changed[s] != h0[s]} == {"pretrain", "align"}
+    # a stage this run leaves out is read where the run's record says it was written
+    record = {"stages": {"dedup": {"output": "/tmp/r/dedup-0123abcd", "hash": "0123abcd0000"}}}
+    only = resolve(RunConfig, str(DEMO), parse_set(["output=/tmp/r", "stages=[dedup, tokenize]"]))
+    assert only.plan(record)["dedup"].config.input == "/tmp/r/curate"  # nothing recorded: the pointer
+    record["stages"]["curate"] = {"output": "/tmp/r/curate-0123abcd", "hash": "0123abcd0000"}
+    assert only.plan(record)["dedup"].config.input == "/tmp/r/curate-0123abcd"
+    assert only.plan(record)["dedup"].hash != h0["dedup"]  # it reads another curate output
+
+
+def test_stage_link_replaces_itself_and_moves_an_old_folder_aside(tmp_path):
+    from pipelines.run import _point
+
+    (tmp_path / "curate").mkdir()  # a run from before hashed stage folders
+    (tmp_path / "curate" / "x").write_text("old")
+    logs: list[str] = []
+    _point(str(tmp_path), "curate", str(tmp_path / "curate-aaaaaaaa"), logs.append)
+    assert (tmp_path / "curate-unhashed" / "x").read_text() == "old" and "older layout" in logs[0]
+    assert (tmp_path / "curate").is_symlink() and str((tmp_path / "curate").readlink()) == "curate-aaaaaaaa"
+    _point(str(tmp_path), "curate", str(tmp_path / "curate-bbbbbbbb"), logs.append)
+    assert str((tmp_path / "curate").readlink()) == "curate-bbbbbbbb" and len(logs) == 1
+    _point("s3://bucket/run", "curate", "s3://bucket/run/curate-aaaaaaaa", logs.append)  # no links in object stores
 
 
 def test_token_shards_are_copied_whole_for_training(tmp_path):

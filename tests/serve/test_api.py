@@ -231,3 +231,24 @@ def test_ray_serve_deployment_answers_like_the_local_app(ray_local, client, runs
             assert r.status == 200 and b'id="funnel"' in r.read()
     finally:
         serve.shutdown()
+
+
+def test_run_copied_without_its_links_still_finds_its_stages(runs_root, tmp_path):
+    """An object store has no symlinks: a run copied there (or recorded with relative paths) is found by the
+    <stage>-<hash> folder names in its pipeline.json."""
+    import shutil
+
+    job = runs_root / "job"
+    copy = tmp_path / "served" / "copied"
+    copy.mkdir(parents=True)
+    record = json.loads((job / "pipeline.json").read_text())
+    for stage in record["stages"].values():
+        folder = Path(stage["output"]).name
+        shutil.copytree(job / folder, copy / folder)
+        stage["output"] = f"relative/to/the/driver/{folder}"
+    (copy / "pipeline.json").write_text(json.dumps(record))
+    assert not any(p.is_symlink() for p in copy.iterdir())
+    run = catalog.get_run(str(tmp_path / "served"), "copied")
+    dirs = run.stage_dirs()
+    assert sorted(dirs) == ["curate", "dedup", "tokenize"]
+    assert all(Path(d.root).name == Path(record["stages"][s]["output"]).name for s, d in dirs.items())
