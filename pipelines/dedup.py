@@ -241,9 +241,14 @@ def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
                      "similarity": pa.array([similarity] if keep else [], pa.float64())})
 
 
-def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
+def _rows_at(batch: pa.Table, places: pa.Array) -> pa.Table:
+    return batch.filter(pc.is_in(batch.column("place"), value_set=places))
+
+
+def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
     """place -> (kept doc_id, cluster size, similarity, 'fuzzy_dedup', 'near_duplicate') for every
-    document that a verified near-duplicate cluster removes."""
+    document that a verified near-duplicate cluster removes. `keys` (`_doc_keys` rows) rank the documents; only
+    the candidates' ranks reach the driver."""
     from operators.lsh import UnionFind, optimal_bands
 
     bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
@@ -258,6 +263,10 @@ def fuzzy_removals(docs, keys_by_place: dict[str, tuple], cfg: "DedupConfig", pa
         candidates.update(batch["b"].tolist())
     if not candidates:
         return {}
+    # keeper rank per candidate document: (-quality, crawl date, doc_id)
+    wanted = pa.array(sorted(candidates), pa.string())
+    keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"])
+                     for r in keys.map_batches(functools.partial(_rows_at, places=wanted), batch_format="pyarrow").iter_rows()}
     sides = unique.map_batches(_side_rows, batch_format="pyarrow")
     shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram, only=frozenset(candidates)),
                                     batch_format="pyarrow")
@@ -737,6 +746,8 @@ def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[s
         partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
     removed_map: dict[str, tuple] = {}
     keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
+    if cfg.documents and cfg.fuzzy:
+        keys = keys.materialize()  # read twice: hashed once
     if cfg.documents:
         removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
         removed_map = {
@@ -744,12 +755,10 @@ def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[s
             for r in removed.iter_rows()
         }
     if cfg.fuzzy:
-        # keeper rank per document: (-quality, crawl date, doc_id); exact duplicates already
-        # removed take no part, so a cluster's keeper is always a surviving document
-        keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"]) for r in keys.iter_rows()}
+        # exact duplicates already removed take no part, so a cluster's keeper is always a surviving document
         survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
             if removed_map else docs
-        removed_map.update(fuzzy_removals(survivors, keys_by_place, cfg, partitions))
+        removed_map.update(fuzzy_removals(survivors, keys, cfg, partitions))
     if removed_map:
         check_source_loss(removed_map, docs, cfg)
     if cfg.index:
