@@ -236,6 +236,9 @@ class CurateShard:
         }
 
 
+WORKER_START_TIMEOUT_S = 300  # a curate worker that cannot start in this time (no room on the cluster) is an error
+
+
 def _node_id() -> str:
     """The Ray node this worker runs on ("" outside Ray): the run summary says where the work went."""
     try:
@@ -284,8 +287,15 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
             compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
             num_cpus=1,
         )
-        # shards and their stats are written by the workers; the rows only carry timings
-        timings = list(ds.iter_rows())
+        # files go out once every worker is up (models loaded, extraction child started): otherwise the first
+        # worker ready, on a lightly loaded node, takes files that a slower node's workers were meant to share
+        ctx = ray.data.DataContext.get_current()
+        wait_before, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, WORKER_START_TIMEOUT_S
+        try:
+            # shards and their stats are written by the workers; the rows only carry timings
+            timings = list(ds.iter_rows())
+        finally:
+            ctx.wait_for_min_actors_s = wait_before
         task_seconds = sum(r["seconds"] for r in timings)
         cpu_seconds = sum(r["cpu_seconds"] for r in timings)
         nodes = dict(Counter(r["node"] for r in timings))
