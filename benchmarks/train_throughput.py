@@ -1,6 +1,8 @@
 """Training throughput on one GPU: sift's model + optimizer vs a plain PyTorch reference of the same architecture.
 
     python benchmarks/train_throughput.py [--models gpt2-small,gpt2-medium] [--steps 20] [--out DIR]
+    python benchmarks/train_throughput.py --no-eager --variants a:,b:vocab_multiple=1 --name ab   # A/B in one run
+    python benchmarks/train_throughput.py --profile --models gpt2-medium     # top kernels + time by category
 
 Both sides: bf16 autocast, the same shapes (RMSNorm, SwiGLU, interleaved RoPE, causal attention, untied head),
 random tokens, context 1024. sift: `TransformerLM` (FlashAttention-2 Triton kernel), the project's AdamW and
@@ -111,15 +113,31 @@ def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: 
             "max_mem_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
-def profile(mname: str) -> int:
+def _kernel_category(name: str) -> str:
+    n = name.lower()
+    if "flash_attention" in n or "_fwd_kernel" in n or "_bwd_" in n:
+        return "attention (sift Triton)"
+    if "nvjet" in n or "gemm" in n or "cutlass" in n or "sm90_xmma" in n:
+        return "GEMM (cuBLAS)"
+    if "adamw" in n or "foreach" in n or "multi_tensor" in n:
+        return "optimizer"
+    if n.startswith("triton_"):
+        return "Inductor Triton (elementwise, norms, RoPE, loss)"
+    return "other"
+
+
+def profile(mname: str, overrides: dict, out: str | None = None, batch: int | None = None) -> int:
+    """Top CUDA kernels of three compiled sift steps, and their time by category; written to `out` too."""
     from torch.profiler import ProfilerActivity, profile as prof
 
-    cfg = preset(mname, context_length=1024, attention="triton")
+    cfg = preset(mname, context_length=1024, attention="triton", **overrides)
+    batch = batch or (32 if mname == "gpt2-small" else 16)
+    torch.manual_seed(0)
     m = TransformerLM.from_config(cfg, device="cuda")
-    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=True)
     fwd = torch.compile(m)
     ce = torch.compile(cross_entropy)
-    ids = torch.randint(0, cfg.vocab_size, (32, 1025), device="cuda")
+    ids = torch.randint(0, cfg.vocab_size, (batch, 1025), device="cuda")
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -135,7 +153,25 @@ def profile(mname: str) -> int:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    print(pr.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70), flush=True)
+    table = pr.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
+    cats: dict[str, float] = {}
+    total = 0.0
+    for e in pr.events():
+        if getattr(e, "device_type", None) is not None and str(e.device_type).endswith("CUDA"):
+            us = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0) or 0.0
+            cats[_kernel_category(e.name)] = cats.get(_kernel_category(e.name), 0.0) + us
+            total += us
+    lines = [f"{mname} batch {batch} overrides {overrides}: CUDA kernel time per step by category"]
+    for k, us in sorted(cats.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {k:<50} {us / 3e3:8.2f} ms  {100 * us / max(total, 1e-9):5.1f} %")
+    lines.append(f"  {'total':<50} {total / 3e3:8.2f} ms")
+    text = table + "\n" + "\n".join(lines)
+    print(text, flush=True)
+    if out:
+        tag = "-".join(f"{k}{v}" for k, v in overrides.items()) or "default"
+        Path(out, f"profile-{mname}-{tag}.txt").write_text(text)
+    del m, opt, fwd
+    torch.cuda.empty_cache()
     return 0
 
 
@@ -165,6 +201,16 @@ def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:
     return rows
 
 
+def _parse_overrides(spec: str) -> dict:
+    """"vocab_multiple=1+attention=triton" -> {"vocab_multiple": 1, "attention": "triton"} (ModelConfig overrides;
+    integers as int, true/false as bool, anything else as str)."""
+    out: dict = {}
+    for item in filter(None, spec.split("+")):
+        key, val = item.split("=", 1)
+        out[key] = int(val) if val.lstrip("-").isdigit() else {"true": True, "false": False}.get(val.lower(), val)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="gpt2-small,gpt2-medium")
@@ -172,54 +218,78 @@ def main() -> int:
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one compiled sift step")
     p.add_argument("--optimizer", action="store_true", help="time the optimizer step alone")
+    p.add_argument("--variants", default="",
+                   help="compiled sift variants to time, comma-separated LABEL:KEY=VAL+KEY=VAL (ModelConfig overrides), "
+                        "e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the default config")
+    p.add_argument("--no-eager", action="store_true", help="skip the eager sift run")
+    p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--batch", type=int, default=0, help="sequences per step (0: 32 for gpt2-small, 16 otherwise)")
+    p.add_argument("--name", default="train_throughput", help="output file stem")
     args = p.parse_args()
+    variants = [(v.split(":", 1)[0], _parse_overrides(v.split(":", 1)[1] if ":" in v else ""))
+                for v in args.variants.split(",") if v] or [("", {})]
     if args.optimizer:
         rows = [r for mname in args.models.split(",") for r in optimizer_steps(mname)]
         Path(args.out, "optimizer_step.json").write_text(json.dumps(rows, indent=1))
         return 0
     if args.profile:
-        return profile(args.models.split(",")[0])
+        for mname in args.models.split(","):
+            for _, ov in variants:
+                profile(mname, ov, args.out, args.batch or None)
+        return 0
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()} | torch {torch.__version__}", flush=True)
     rows = []
     for mname in args.models.split(","):
-        cfg = preset(mname, context_length=1024, attention="triton")
-        batch = 32 if mname == "gpt2-small" else 16
-        ft = forward_flops_per_token(cfg, 1024)
-        info = {"model": mname, "params": parameter_count(cfg), "non_embedding": parameter_count(cfg, include_embeddings=False),
-                "batch": batch, "ctx": 1024}
-        variants = []
-        for compiled in (False, True):
+        base = preset(mname, context_length=1024, attention="triton")
+        batch = args.batch or (32 if mname == "gpt2-small" else 16)
+        ft = forward_flops_per_token(base, 1024)
+        info = {"model": mname, "params": parameter_count(base), "non_embedding": parameter_count(base, include_embeddings=False),
+                "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name()}
+        runs = ([] if args.no_eager else [("", {}, False)]) + [(label, ov, True) for label, ov in variants]
+        results = []
+        for label, ov, compiled in runs:
+            cfg = base.with_(**ov)
+            name = f"sift{' +compile' if compiled else ''}{f' [{label}]' if label else ''}"
             torch.manual_seed(0)
             m = TransformerLM.from_config(cfg, device="cuda")
             opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=compiled)
             fwd = torch.compile(m) if compiled else m
             try:
                 loss_fn = torch.compile(cross_entropy) if compiled else cross_entropy
-                variants.append(run(f"sift{' +compile' if compiled else ''}", fwd, opt, loss_fn, batch, 1024, cfg.vocab_size, args.steps, ft))
+                results.append({**run(name, fwd, opt, loss_fn, batch, 1024, cfg.vocab_size, args.steps, ft), "overrides": ov})
             except Exception as exc:
-                variants.append({"impl": f"sift{' +compile' if compiled else ''}", "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                results.append({"impl": name, "overrides": ov, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             del m, opt, fwd
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        torch.manual_seed(0)
-        ref = RefLM(cfg).cuda()
-        ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-        rc = torch.compile(ref)
-        variants.append(run("reference (nn.Linear, SDPA, compile, fused AdamW)", rc, ropt,
-                            lambda lg, t: F.cross_entropy(lg.float().view(-1, lg.shape[-1]), t.reshape(-1)), batch, 1024,
-                            cfg.vocab_size, args.steps, ft))
-        del ref, ropt, rc
-        torch.cuda.empty_cache()
-        for v in variants:
+        if not args.no_reference:
+            torch.manual_seed(0)
+            ref = RefLM(base).cuda()
+            ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+            rc = torch.compile(ref)
+            try:
+                results.append(run("reference (nn.Linear, SDPA, compile, fused AdamW)", rc, ropt,
+                                   lambda lg, t: F.cross_entropy(lg.float().view(-1, lg.shape[-1]), t.reshape(-1)), batch,
+                                   1024, base.vocab_size, args.steps, ft))
+            except Exception as exc:
+                results.append({"impl": "reference", "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            del ref, ropt, rc
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        ref_tps = next((v["tokens_per_s"] for v in results if v["impl"].startswith("reference") and "error" not in v), None)
+        for v in results:
+            if ref_tps and "error" not in v:
+                v["vs_reference"] = v["tokens_per_s"] / ref_tps
             row = {**info, **v}
             rows.append(row)
             if "error" in v:
                 print(f"{mname:<12} {v['impl']:<52} ERROR {v['error']}", flush=True)
             else:
                 print(f"{mname:<12} {v['impl']:<52} {v['tokens_per_s']:>10,.0f} tok/s  MFU {100 * v['mfu']:5.1f} %  "
-                      f"step {v['step_ms']:7.1f} ms  mem {v['max_mem_gb']:.1f} GB", flush=True)
-    Path(args.out, "train_throughput.json").write_text(json.dumps(rows, indent=1))
+                      f"step {v['step_ms']:7.1f} ms  mem {v['max_mem_gb']:.1f} GB  x{v.get('vs_reference', float('nan')):.3f}",
+                      flush=True)
+        Path(args.out, f"{args.name}.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -155,24 +155,27 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: "LayerKVCache | None" = None) -> Tensor:
         *lead, seq, _ = x.shape
-        # (..., seq, d_model) -> (..., heads, seq, d_head)
-        q = rearrange(self.q_proj(x), "... s (h d) -> ... h s d", h=self.num_heads)
-        k = rearrange(self.k_proj(x), "... s (h d) -> ... h s d", h=self.num_kv_heads)
-        v = rearrange(self.v_proj(x), "... s (h d) -> ... h s d", h=self.num_kv_heads)
+        # (..., seq, d_model) -> (..., seq, heads, d_head): RoPE runs in the projections' own layout, then the
+        # (..., heads, seq, d_head) views go to attention, which reads those strides (no transposing copies), and
+        # returns its output laid out (..., seq, heads, d_head), so the output projection needs no copy either
+        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.d_head))
+        k = self.k_proj(x).unflatten(-1, (self.num_kv_heads, self.d_head))
+        v = self.v_proj(x).unflatten(-1, (self.num_kv_heads, self.d_head))
         if self.rope is not None:
             if token_positions is None:
                 start = cache.length if cache is not None else 0
                 token_positions = torch.arange(start, start + seq, device=x.device)  # (seq,)
-            pos = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions  # (..., 1, seq)
+            pos = token_positions.unsqueeze(-1)  # (..., seq, 1): the same angle for every head
             q, k = self.rope(q, pos), self.rope(k, pos)
+        q, k, v = q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # (..., heads, seq, d_head)
         if cache is not None:  # decoding: the new queries attend every cached key (bottom-right causal)
             k, v = cache.append(k, v)  # (..., kv heads, cached + seq, d_head)
         if self.num_kv_heads != self.num_heads:  # query head i reads key/value head i // group
             group = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
         out = attend(q, k, v, causal=True, kind=self.attention)  # (..., heads, seq, d_head)
-        # (..., heads, seq, d_head) -> (..., seq, d_model)
-        return self.output_proj(rearrange(out, "... h s d -> ... s (h d)"))
+        # (..., heads, seq, d_head) -> (..., seq, d_model): a view for the Triton kernel's (..., seq, heads, d) output
+        return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool, kind: str = "auto") -> Tensor:

@@ -114,3 +114,38 @@ def test_triton_attention_is_a_custom_op_torch_compile_traces_through():
     torch.testing.assert_close(out_c, out_e)
     for gc, p in zip(grads_c, model.parameters()):
         torch.testing.assert_close(gc, p.grad)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_kernels_read_strided_layouts_and_write_seq_major(causal):
+    """The model hands the kernels (b, h, s, d) views of (b, s, h, d) memory (and v may be a column slice of a wider
+    projection): the kernels read those strides without copies, and O, dQ, dK, dV come back laid out (b, s, h, d),
+    so `out.transpose(1, 2).flatten(2)` is a view for the output projection."""
+    pytest.importorskip("triton")
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(3)
+    b, s, h, d = 2, 37, 3, 16
+    base = torch.randn(b, s, 3 * h * d + 8, device=dev)  # a fused projection's output with extra columns
+    do = torch.randn(b, s, h, d, device=dev).transpose(1, 2)  # the output projection's gradient layout
+
+    def run(fn, dtype):
+        qkv = base.to(dtype).requires_grad_()
+        q, k, v = (qkv[..., i * h * d:(i + 1) * h * d].unflatten(-1, (h, d)).transpose(1, 2) for i in range(3))
+        assert q.stride() == (s * (3 * h * d + 8), d, 3 * h * d + 8, 1)  # strided views, not copies
+        out = fn(q, k, v)
+        out.backward(do.to(dtype))
+        return out, qkv.grad
+
+    out_ref, grad_ref = run(lambda q, k, v: naive(q, k, v, causal), torch.float64)
+    out, grad = run(lambda q, k, v: flash_attention(q, k, v, causal=causal, kind="triton"), torch.float32)
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grad.double(), grad_ref, atol=1e-4, rtol=1e-4)
+    assert out.shape == (b, h, s, d) and out.transpose(1, 2).is_contiguous()
+    from model.kernels.flash_triton import triton_backward, triton_forward
+
+    q, k, v = (base[..., i * h * d:(i + 1) * h * d].unflatten(-1, (h, d)).transpose(1, 2) for i in range(3))
+    o, lse = triton_forward(q, k, v, causal)
+    for g in triton_backward(q, k, v, o, lse, do, causal):
+        assert g.transpose(1, 2).is_contiguous()
