@@ -249,6 +249,25 @@ def _node_id() -> str:
         return ""
 
 
+def curate_dataset(pending: list[dict], cfg: CurateConfig, workers: int):
+    """The Ray Data plan of a curate run: one row per file in `pending`, mapped by a pool of `workers`
+    `CurateShard` actors (one CPU each) to a row of timings.
+
+    Files go out only once every worker is up (models loaded, extraction child started): otherwise the first
+    worker ready, on a lightly loaded node, takes files that a slower node's workers were meant to share. Ray Data
+    copies the DataContext into a dataset when it is created, so the wait is set on this dataset's own context."""
+    import ray
+
+    ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+    ds.context.wait_for_min_actors_s = WORKER_START_TIMEOUT_S
+    return ds.map(
+        CurateShard,
+        fn_constructor_args=(cfg,),
+        compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
+        num_cpus=1,
+    )
+
+
 def run(cfg: CurateConfig) -> dict[str, Any]:
     """Curate `cfg.input` into `cfg.output`; skip files whose shards are already complete."""
     t0 = time.perf_counter()
@@ -280,28 +299,15 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
 
         init_ray(cfg.num_cpus)
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
-        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-        ds = ds.map(
-            CurateShard,
-            fn_constructor_args=(cfg,),
-            compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
-            num_cpus=1,
-        )
-        # files go out once every worker is up (models loaded, extraction child started): otherwise the first
-        # worker ready, on a lightly loaded node, takes files that a slower node's workers were meant to share
-        ctx = ray.data.DataContext.get_current()
-        wait_before, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, WORKER_START_TIMEOUT_S
-        try:
-            # shards and their stats are written by the workers; the rows only carry timings
-            timings = list(ds.iter_rows())
-        finally:
-            ctx.wait_for_min_actors_s = wait_before
+        # shards and their stats are written by the workers; the rows only carry timings
+        timings = list(curate_dataset(pending, cfg, workers).iter_rows())
         task_seconds = sum(r["seconds"] for r in timings)
         cpu_seconds = sum(r["cpu_seconds"] for r in timings)
         nodes = dict(Counter(r["node"] for r in timings))
     else:
         task_seconds = cpu_seconds = 0.0
         nodes = {}
+        workers = 0
     wall = time.perf_counter() - t0
 
     shard_stats = [out.read_json(STATS_DIR, f"{u['shard']}.json") for u in units]
@@ -318,6 +324,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "task_seconds": round(task_seconds, 3),
         "task_cpu_seconds": round(cpu_seconds, 3),
+        "workers": workers,
         "shards_per_node": nodes,
         "stats": dict(sorted(total.items())),
     }

@@ -57,6 +57,19 @@ def test_output_contract(finished_run):
     assert run_info["output_hash"] == cfg.output_hash()
 
 
+def test_files_wait_for_the_whole_worker_pool(finished_run):
+    """Every curate worker must be up before files go out (else the first ready takes a slow node's share): the
+    wait is set on the dataset's own context (Ray Data copies the global one when a dataset is created), and the
+    global context is left as it was."""
+    cfg, summary = finished_run
+    assert summary["workers"] == 2  # ray_local has 2 CPUs, 3 files
+    ds = curate.curate_dataset([{"path": p, "shard": shard_name(p)} for p in INPUTS], cfg, 2)
+    assert ds.context.wait_for_min_actors_s == curate.WORKER_START_TIMEOUT_S
+    import ray
+
+    assert ray.data.DataContext.get_current().wait_for_min_actors_s != curate.WORKER_START_TIMEOUT_S
+
+
 def test_documents_are_the_read_pages_with_text(finished_run):
     """Every shard row is a page the reader emitted, in file order, with non-empty extracted text."""
     cfg, summary = finished_run
