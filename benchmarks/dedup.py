@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
 from pathlib import Path
@@ -197,6 +198,41 @@ def _write_corpus(texts: list[str], copies: int, root: Path, shards: int = 8) ->
     return len(docs)
 
 
+class DriverRSS:
+    """Peak resident memory of this process (the dedup driver) above its level when the block starts."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.every, self.base, self.peak = every, self._rss(), 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self.stop.wait(self.every)
+
+    @property
+    def growth_mb(self) -> float:
+        return max(0, self.peak - self.base) / 2**20
+
+    def __enter__(self):
+        self.base = self._rss()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
 def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
     import tempfile
 
@@ -209,17 +245,19 @@ def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     print("\n(c) sift dedup (exact + fuzzy + lines) on an embedded Ray with 2 CPUs")
-    print(f"{'corpus':>8} {'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak worker RSS MB':>19} {'peak total RSS MB':>18}")
+    print(f"{'corpus':>8} {'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak worker RSS MB':>19} {'peak total RSS MB':>18}"
+          f" {'peak worker private MB':>23} {'driver RSS growth MB':>21}")
     for factor in factors:
         with tempfile.TemporaryDirectory() as tmp:
             n = _write_corpus(texts, factor, Path(tmp) / "in")
-            with RSSSampler(every=0.2) as sampler:
+            with RSSSampler(every=0.2) as sampler, DriverRSS(every=0.2) as driver:
                 t0 = time.perf_counter()
                 # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
                 dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out"), local_max_docs=0))
                 wall = time.perf_counter() - t0
             peak = sampler.peak
-            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['workers']:18.0f}")
+            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['workers']:18.0f}"
+                  f" {peak['private']:23.0f} {driver.growth_mb:21.0f}")
     ray.shutdown()
 
 

@@ -22,8 +22,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warc"
 
 
 def _processes() -> dict[str, list[float]]:
-    """RSS in MB of this machine's Ray workers and sandbox children (Linux /proc)."""
-    out: dict[str, list[float]] = {"worker": [], "sandbox": []}
+    """RSS in MB of this machine's Ray workers and sandbox children (Linux /proc); "private": the workers' resident
+    memory less their shared pages (Ray's object store is shared memory mapped into every worker that reads it)."""
+    out: dict[str, list[float]] = {"worker": [], "sandbox": [], "private": []}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -34,7 +35,11 @@ def _processes() -> dict[str, list[float]]:
             if kind is None:
                 continue
             with open(f"/proc/{pid}/statm") as f:
-                out[kind].append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+                fields = f.read().split()
+            page = os.sysconf("SC_PAGE_SIZE") / 2**20
+            out[kind].append(int(fields[1]) * page)
+            if kind == "worker":
+                out["private"].append((int(fields[1]) - int(fields[2])) * page)
         except (OSError, IndexError):
             continue
     return out
@@ -44,7 +49,7 @@ class RSSSampler:
     """Peak RSS of the Ray workers (one, and all together) and of the extraction children while the block runs."""
 
     def __init__(self, every: float = 0.1):
-        self.every, self.peak = every, {"worker": 0.0, "workers": 0.0, "sandbox": 0.0}
+        self.every, self.peak = every, {"worker": 0.0, "workers": 0.0, "sandbox": 0.0, "private": 0.0}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -54,6 +59,7 @@ class RSSSampler:
             if procs["worker"]:
                 self.peak["worker"] = max(self.peak["worker"], max(procs["worker"]))
                 self.peak["workers"] = max(self.peak["workers"], sum(procs["worker"]))
+                self.peak["private"] = max(self.peak["private"], max(procs["private"]))
             if procs["sandbox"]:
                 self.peak["sandbox"] = max(self.peak["sandbox"], max(procs["sandbox"]))
             self.stop.wait(self.every)

@@ -2,9 +2,17 @@
 
     list shards -> read (doc_id, text, rank fields)
       -> document hashes -> groupby(hash) [hash-partitioned shuffle] -> one keeper per hash
+      -> MinHash bands -> groupby(band, key) -> candidate pairs -> shingles joined by groupby(place)
+         -> exact Jaccard per pair -> connected components (union-find, or label propagation on Ray Data)
+      -> (with an index) the same against the hashes and signatures of an earlier run
       -> line hashes -> groupby(hash).count() [hash-partitioned] -> lines seen more than once
-    -> rewrite every shard (one task each): drop duplicate documents, strip duplicated lines,
-       drop documents left empty; write shard + stats + the removal table, atomically
+      -> plan/: the removals as one Parquet part per input shard (groupby shard) + the repeated lines
+    -> rewrite every shard (one task each): drop its planned documents, strip duplicated lines,
+       drop documents left empty; write shard + stats + the removal table + its index part, atomically
+
+Removals stay Ray datasets from the shuffles to the plan parts: the driver holds the removed and candidate
+documents as int64 keys (8 bytes each, `PlaceKeys`) and the repeated line hashes, never a dict per removal. A
+rerun after a failed rewrite reuses a finished plan.
 
 The keeper of a group of identical documents is chosen deterministically: highest quality score
 (when the run has one), then earliest crawl date, then smallest doc_id. Line dedup follows the
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import os
 import sys
 import time
@@ -28,6 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from operators.exact import SortedHashes, document_hash, line_hashes, remove_lines
@@ -152,10 +162,6 @@ def _places(batch: pa.Table) -> list[str]:
     return [f"{f}#{o}" for f, o in zip(batch.column("source_file").to_pylist(), batch.column("record_offset").to_pylist())]
 
 
-def _without_places(batch: pa.Table, places: frozenset) -> pa.Table:
-    return batch.filter(pa.array([p not in places for p in _places(batch)], pa.bool_()))
-
-
 def _band_rows(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int) -> pa.Table:
     """(band, key, place) for every band of every document with words."""
     from operators.lsh import band_keys
@@ -194,14 +200,15 @@ def _side_rows(pairs: pa.Table) -> pa.Table:
     })
 
 
-def _shingle_rows(batch: pa.Table, ngram: int, only: frozenset[str] | None = None) -> pa.Table:
-    """Each document's shingle set as one row; with `only`, just the documents in some candidate pair (the others
-    are never verified, so their shingles need not be computed or shuffled)."""
+def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | None" = None) -> pa.Table:
+    """Each document's shingle set as one row; with `only` (a sorted key array, or its object-store reference),
+    just the documents in some candidate pair (the others are never verified, so their shingles need not be
+    computed or shuffled)."""
     from operators.minhash import normalize_bytes, shingle_hashes
 
     places, texts = _places(batch), batch.column("text").to_pylist()
-    if only is not None:
-        keep = [i for i, p in enumerate(places) if p in only]
+    if only is not None and batch.num_rows:
+        keep = np.flatnonzero(_key_set(only).contains_many(keys.of_batch(batch)))
         places, texts = [places[i] for i in keep], [texts[i] for i in keep]
     sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in texts]
     return pa.table({
@@ -245,10 +252,120 @@ def _rows_at(batch: pa.Table, places: pa.Array) -> pa.Table:
     return batch.filter(pc.is_in(batch.column("place"), value_set=places))
 
 
-def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
-    """place -> (kept doc_id, cluster size, similarity, 'fuzzy_dedup', 'near_duplicate') for every
-    document that a verified near-duplicate cluster removes. `keys` (`_doc_keys` rows) rank the documents; only
-    the candidates' ranks reach the driver."""
+# ---------------------------------------------------------------------------------------------
+# The plan: what to remove, as datasets (never one dict of every removal on the driver)
+# ---------------------------------------------------------------------------------------------
+
+PLAN_DIR = "plan"
+PLAN_SCHEMA = pa.schema([
+    pa.field("place", pa.string()),
+    pa.field("kept_doc_id", pa.string()),
+    pa.field("cluster_size", pa.int32()),
+    pa.field("similarity", pa.float64()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+])
+OFFSET_BITS = 40
+
+
+class PlaceKeys:
+    """A document's place (source_file#record_offset) as one exact int64: the index of its source file among the
+    run's sorted source files, shifted left 40 bits, plus its record offset (WARC offsets stay far below 1 TiB).
+    Sets of removed or candidate documents travel as sorted arrays of these keys (8 bytes a document, shared
+    zero-copy by the workers of a node), not as Python sets of path strings pickled into every task."""
+
+    def __init__(self, sources: list[str]):
+        self.sources = sorted(set(sources))
+        if len(self.sources) >= 1 << (63 - OFFSET_BITS):
+            raise ValueError(f"{len(self.sources):,} source files do not fit the document keys")
+        self._index = {src: i for i, src in enumerate(self.sources)}
+
+    def _check(self, offsets: np.ndarray, what: str) -> None:
+        if len(offsets) and (offsets.min() < 0 or offsets.max() >= 1 << OFFSET_BITS):
+            raise ValueError(f"a record offset of {what} does not fit {OFFSET_BITS} bits")
+
+    def of_places(self, places: list[str]) -> np.ndarray:
+        parts = [p.rsplit("#", 1) for p in places]
+        try:
+            idx = np.array([self._index[src] for src, _ in parts], np.int64)
+        except KeyError as exc:
+            raise ValueError(f"document from a source file this run does not hold: {exc}") from None
+        offsets = np.array([int(off) for _, off in parts], np.int64)
+        self._check(offsets, "a planned document")
+        return (idx << OFFSET_BITS) | offsets
+
+    def of_batch(self, batch: pa.Table) -> np.ndarray:
+        idx = pc.index_in(batch.column("source_file"), value_set=pa.array(self.sources, pa.string()))
+        if idx.null_count:
+            raise ValueError("document from a source file this run does not hold")
+        offsets = batch.column("record_offset").to_numpy().astype(np.int64)
+        self._check(offsets, "a document")
+        return (idx.to_numpy().astype(np.int64) << OFFSET_BITS) | offsets
+
+
+def _key_set(ref) -> SortedHashes:
+    """A sorted key array (or its object-store reference) as a set."""
+    value = _fetch(ref)
+    return value if isinstance(value, SortedHashes) else SortedHashes(value, sorted_unique=True)
+
+
+def _share(keys: np.ndarray, local: bool):
+    """A sorted key array for the workers: itself in process, else one object-store copy per node."""
+    if local:
+        return SortedHashes(keys, sorted_unique=True)
+    import ray
+
+    return ray.put(keys)
+
+
+def _key_rows(batch: pa.Table, keys: PlaceKeys, columns: tuple[str, ...] = ("place",)) -> pa.Table:
+    found = [keys.of_places(batch.column(c).to_pylist()) for c in columns if batch.num_rows]
+    return pa.table({"key": pa.array(np.concatenate(found) if found else np.zeros(0, np.int64), pa.int64())})
+
+
+def collect_keys(ds, keys: PlaceKeys, columns: tuple[str, ...] = ("place",)) -> np.ndarray:
+    """The sorted unique keys of the places in `columns` of `ds` (8 bytes a document on the driver)."""
+    parts = [b["key"] for b in ds.map_batches(functools.partial(_key_rows, keys=keys, columns=columns), batch_format="pyarrow")
+             .iter_batches(batch_format="numpy") if len(b.get("key", ()))]
+    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _without_keys(batch: pa.Table, removed, keys: PlaceKeys) -> pa.Table:
+    """The documents of `batch` whose key is not in `removed`."""
+    if not batch.num_rows:
+        return batch
+    return batch.filter(pa.array(~_key_set(removed).contains_many(keys.of_batch(batch)), pa.bool_()))
+
+
+def _without_place_keys(batch: pa.Table, removed, keys: PlaceKeys) -> pa.Table:
+    """Rows of `batch` (with a place column) whose place's key is not in `removed`."""
+    if not batch.num_rows:
+        return batch
+    hit = _key_set(removed).contains_many(keys.of_places(batch.column("place").to_pylist()))
+    return batch.filter(pa.array(~hit, pa.bool_()))
+
+
+def _dataset_like(ds, table: pa.Table):
+    """`table` as a dataset of the same kind as `ds` (Ray Data, or in-process)."""
+    if isinstance(ds, LocalDataset):
+        return LocalDataset(table)
+    import ray
+
+    return ray.data.from_arrow(table)
+
+
+def _exact_plan_rows(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    return pa.table({"place": batch.column("place"), "kept_doc_id": batch.column("kept_doc_id"),
+                     "cluster_size": batch.column("group_size"), "similarity": pa.array([1.0] * n, pa.float64()),
+                     "stage": pa.array(["exact_dedup"] * n, pa.string()),
+                     "reason": pa.array(["duplicate_document"] * n, pa.string())}, schema=PLAN_SCHEMA)
+
+
+def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: PlaceKeys, local: bool):
+    """A dataset of PLAN_SCHEMA rows (stage fuzzy_dedup): every document that a verified near-duplicate cluster
+    removes, with the kept doc_id, cluster size and best similarity. `keys` (`_doc_keys` rows) rank the documents.
+    The driver holds the candidates' keys (8 bytes each) and, for the in-process union-find, the verified edges."""
     from operators.lsh import UnionFind, optimal_bands
 
     bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
@@ -257,26 +374,26 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int) -> dict[str,
     pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
         functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
     unique = pairs.groupby(["a", "b"], num_partitions=partitions).count().materialize()
-    candidates: set[str] = set()
-    for batch in unique.iter_batches(batch_format="numpy"):
-        candidates.update(batch["a"].tolist())
-        candidates.update(batch["b"].tolist())
-    if not candidates:
-        return {}
-    # keeper rank per candidate document: (-quality, crawl date, doc_id)
-    wanted = pa.array(sorted(candidates), pa.string())
-    keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"])
-                     for r in keys.map_batches(functools.partial(_rows_at, places=wanted), batch_format="pyarrow").iter_rows()}
+    candidates = collect_keys(unique, place_keys, ("a", "b"))
+    if not len(candidates):
+        return _dataset_like(docs, PLAN_SCHEMA.empty_table())
+    only = _share(candidates, local)
     sides = unique.map_batches(_side_rows, batch_format="pyarrow")
-    shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram, only=frozenset(candidates)),
+    shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram, only=only, keys=place_keys),
                                     batch_format="pyarrow")
     attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
     verified = attached.groupby("pair", num_partitions=partitions).map_groups(
-        functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
+        functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
+    if not verified.count():
+        return _dataset_like(docs, PLAN_SCHEMA.empty_table())
     if verified.count() >= cfg.distributed_cc_min_edges:
-        return distributed_components(verified, keys_by_place, cfg, partitions)
+        return distributed_components(verified, keys, only, place_keys, cfg, partitions)
     edges = [(r["a"], r["b"], r["similarity"]) for r in verified.iter_rows()]
     places = sorted({p for a, b, _ in edges for p in (a, b)})
+    # keeper rank of the clustered documents only: (-quality, crawl date, doc_id)
+    keys_by_place = {r["place"]: (r["neg_quality"], r["date"], r["doc_id"]) for r in keys.map_batches(
+        functools.partial(_rows_at, places=pa.array(places, pa.string())), batch_format="pyarrow").iter_rows()} \
+        if places else {}
     index = {p: i for i, p in enumerate(places)}
     uf = UnionFind(len(places))
     best_sim: dict[str, float] = {}
@@ -284,7 +401,7 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int) -> dict[str,
         uf.union(index[a], index[b])
         best_sim[a] = max(best_sim.get(a, 0.0), sim)
         best_sim[b] = max(best_sim.get(b, 0.0), sim)
-    removals: dict[str, tuple] = {}
+    removals = []
     for component in uf.components():
         if len(component) < 2:
             continue
@@ -292,8 +409,9 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int) -> dict[str,
         members = sorted(component, key=lambda i: keys_by_place[places[i]])
         keeper = keys_by_place[places[members[0]]][2]
         for i in members[1:]:
-            removals[places[i]] = (keeper, len(component), best_sim[places[i]], "fuzzy_dedup", "near_duplicate")
-    return removals
+            removals.append({"place": places[i], "kept_doc_id": keeper, "cluster_size": len(component),
+                             "similarity": best_sim[places[i]], "stage": "fuzzy_dedup", "reason": "near_duplicate"})
+    return _dataset_like(docs, pa.Table.from_pylist(removals, schema=PLAN_SCHEMA))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,10 +461,6 @@ def _index_rows(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
     }, schema=INDEX_SCHEMA)
 
 
-def _kept_places(batch: pa.Table, places: frozenset) -> pa.Table:
-    return batch.filter(pa.array([p in places for p in _places(batch)], pa.bool_()))
-
-
 def _local_ok(n_docs: int, cfg: "DedupConfig") -> bool:
     """In-process dedup: a small corpus, no index to read (it may be large), and no Ray cluster to send work to
     (under `ray job submit` the driver's working-dir copy can be removed while the job runs: found in the
@@ -354,41 +468,17 @@ def _local_ok(n_docs: int, cfg: "DedupConfig") -> bool:
     return n_docs <= cfg.local_max_docs and not cfg.index and not os.environ.get("RAY_ADDRESS")
 
 
-def _small(src: OutputDir, shards: list[str], cfg: "DedupConfig") -> bool:
-    return _local_ok(sum(pq.ParquetFile(src.path(DOCS_DIR, f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
-                         for s in shards), cfg)
-
-
-def write_index(cfg: "DedupConfig", src: OutputDir, out: OutputDir, previous: dict[str, Any] | None,
-                local: bool = False) -> None:
-    """index/: one Parquet part with the kept documents of this run (their text *before* line dedup, so a
-    re-crawled copy of a page still matches), and index.json listing it after the parts of `previous`."""
-    kept = pa.concat_tables([pq.read_table(out.path(DOCS_DIR, n), columns=["source_file", "record_offset"])
-                             for n in out.list(DOCS_DIR, suffix=".parquet")])
-    places = frozenset(f"{f}#{o}" for f, o in zip(kept.column("source_file").to_pylist(), kept.column("record_offset").to_pylist()))
-    paths = [src.path(DOCS_DIR, n) for n in src.list(DOCS_DIR, suffix=".parquet")]
-    columns = ["doc_id", "source_file", "record_offset", "text"]
-    if local:
-        docs = LocalDataset.read_parquet(paths, columns, filesystem=src.fs)
-    else:
-        import ray
-
-        init_ray(cfg.num_cpus)
-        docs = ray.data.read_parquet(paths).select_columns(columns)
-    rows = docs.map_batches(functools.partial(_kept_places, places=places), batch_format="pyarrow") \
-        .map_batches(functools.partial(_index_rows, num_perm=cfg.num_perm, ngram=cfg.ngram), batch_format="pyarrow")
-    table = pa.concat_tables([pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-                              for b in rows.iter_batches(batch_format="pyarrow", batch_size=None)]) \
-        if places else INDEX_SCHEMA.empty_table()
-    table = table.cast(INDEX_SCHEMA).sort_by("place")
-    out.makedirs(INDEX_DIR)
-    tmp = out.tmp_path(INDEX_DIR, "part.parquet")
-    with out.fs.open_output_stream(tmp) as sink:
-        pq.write_table(table, sink, compression="zstd")
-    out.commit(tmp, INDEX_DIR, "part.parquet")
-    parts = (previous or {}).get("parts", []) + [out.path(INDEX_DIR, "part.parquet")]
-    out.write_json({"params": _index_params(cfg), "parts": parts, "documents": table.num_rows
-                    + (previous or {}).get("documents", 0)}, INDEX_DIR, "index.json")
+def write_index(cfg: "DedupConfig", out: OutputDir, shards: list[str], previous: dict[str, Any] | None) -> None:
+    """index/index.json: the parts of `previous` followed by this run's (one per shard, written by the rewrite
+    workers: the kept documents' hashes and signatures of their text before line dedup), then _SUCCESS."""
+    mine = [out.path(INDEX_DIR, f"{s}.parquet") for s in shards]
+    missing = [p for p in mine if out.fs.get_file_info(p).type == pafs.FileType.NotFound]
+    if missing:
+        raise AssertionError(f"index parts missing (shards rewritten before the index was written?): {missing[:3]}")
+    documents = sum(pq.ParquetFile(p, filesystem=out.fs).metadata.num_rows for p in mine)
+    parts = (previous or {}).get("parts", []) + mine
+    out.write_json({"params": _index_params(cfg), "parts": parts,
+                    "documents": documents + (previous or {}).get("documents", 0)}, INDEX_DIR, "index.json")
     out.write_bytes(b"", INDEX_DIR, "_SUCCESS")
 
 
@@ -451,12 +541,51 @@ def _sig_attach_rows(batch: pa.Table) -> pa.Table:
                      "shingles": batch.column("signature")})
 
 
-def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitions: int) -> dict[str, tuple]:
-    """place -> (kept doc_id, 2, similarity, 'index_dedup', reason) for new documents duplicating an indexed one.
+_MATCH_SCHEMA = pa.schema([("place", pa.string()), ("new", pa.string()), ("similarity", pa.float64()),
+                           ("doc_id", pa.string())])
+
+
+def _index_exact_plan_rows(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    return pa.table({"place": batch.column("place"), "kept_doc_id": batch.column("kept_doc_id"),
+                     "cluster_size": pa.array([2] * n, pa.int32()), "similarity": pa.array([1.0] * n, pa.float64()),
+                     "stage": pa.array(["index_dedup"] * n, pa.string()),
+                     "reason": pa.array(["exact_duplicate_of_index"] * n, pa.string())}, schema=PLAN_SCHEMA)
+
+
+def _best_match(group: pa.Table) -> pa.Table:
+    """The verified (new, indexed) pairs of one new document -> its most similar indexed document (ties: the
+    greater place), as a row keyed by that indexed document's place."""
+    sim, old = max(zip(group.column("similarity").to_pylist(), group.column("b").to_pylist()))
+    return pa.table({"place": [old], "new": [group.column("a")[0].as_py()], "similarity": [sim], "doc_id": [None]},
+                    schema=_MATCH_SCHEMA)
+
+
+def _old_id_rows(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    return pa.table({"place": batch.column("place"), "new": pa.array([None] * n, pa.string()),
+                     "similarity": pa.array([None] * n, pa.float64()), "doc_id": batch.column("doc_id")},
+                    schema=_MATCH_SCHEMA)
+
+
+def _index_near_plan_rows(group: pa.Table) -> pa.Table:
+    """One indexed document's row (its doc_id) and the new documents matched to it -> their plan rows."""
+    ids = [d for d in group.column("doc_id").to_pylist() if d is not None]
+    rows = [(n, s) for n, s in zip(group.column("new").to_pylist(), group.column("similarity").to_pylist()) if n is not None]
+    if rows and not ids:
+        raise ValueError(f"index match {group.column('place')[0].as_py()!r} is not in the index")
+    return pa.Table.from_pylist([{"place": n, "kept_doc_id": ids[0], "cluster_size": 2, "similarity": s,
+                                  "stage": "index_dedup", "reason": "near_duplicate_of_index"} for n, s in rows],
+                                schema=PLAN_SCHEMA)
+
+
+def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitions: int, place_keys: PlaceKeys):
+    """A dataset of PLAN_SCHEMA rows (stage index_dedup): new documents duplicating an indexed one.
 
     Exact: equal document hashes (a hash-partitioned groupby of new and indexed rows). Near: LSH buckets of
     new and indexed signatures give (new, indexed) candidates, each verified by its signature estimate of
-    the Jaccard (the old texts are not read, so the shingle sets are not available)."""
+    the Jaccard (the old texts are not read, so the shingle sets are not available); each new document is
+    matched to its most similar indexed one, whose doc_id is joined in by a groupby on the indexed place."""
     import ray
 
     from operators.lsh import optimal_bands
@@ -465,14 +594,19 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
         functools.partial(_as_sig_rows, prefix="old:", old=True), batch_format="pyarrow")
     new = survivors.map_batches(functools.partial(_index_rows, num_perm=cfg.num_perm, ngram=cfg.ngram), batch_format="pyarrow") \
         .map_batches(functools.partial(_as_sig_rows, prefix="", old=False), batch_format="pyarrow").materialize()
-    removals: dict[str, tuple] = {}
+    plans = []
+    remaining = new
     if cfg.documents:
         both = new.union(old).filter(lambda r: r["doc_hash"] != 0)
-        for r in both.groupby("doc_hash", num_partitions=partitions).map_groups(_index_exact, batch_format="pyarrow").iter_rows():
-            removals[r["place"]] = (r["kept_doc_id"], 2, 1.0, "index_dedup", "exact_duplicate_of_index")
+        exact = both.groupby("doc_hash", num_partitions=partitions).map_groups(_index_exact, batch_format="pyarrow") \
+            .map_batches(_index_exact_plan_rows, batch_format="pyarrow").materialize()
+        plans.append(exact)
+        removed = collect_keys(exact, place_keys)
+        if len(removed):
+            remaining = new.map_batches(functools.partial(_without_place_keys, removed=ray.put(removed), keys=place_keys),
+                                        batch_format="pyarrow")
     if cfg.fuzzy:
         bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
-        remaining = new.filter(lambda r: r["place"] not in removals) if removals else new
         band_rows = remaining.union(old).map_batches(functools.partial(_sig_band_rows, bands=bands, rows=rows), batch_format="pyarrow")
         pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
             functools.partial(_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
@@ -481,17 +615,15 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
         sig_rows = remaining.union(old).map_batches(_sig_attach_rows, batch_format="pyarrow")
         attached = sides.union(sig_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
         verified = attached.groupby("pair", num_partitions=partitions).map_groups(
-            functools.partial(_verify_estimate, threshold=cfg.jaccard_threshold), batch_format="pyarrow")
-        best: dict[str, tuple[float, str]] = {}
-        for r in verified.iter_rows():
-            if r["a"] not in best or (r["similarity"], r["b"]) > best[r["a"]]:
-                best[r["a"]] = (r["similarity"], r["b"])
-        if best:
-            matched = frozenset(b for _, b in best.values())
-            doc_ids = {r["place"]: r["doc_id"] for r in old.filter(lambda r: r["place"] in matched).iter_rows()}
-            for place, (sim, b) in best.items():
-                removals[place] = (doc_ids[b], 2, sim, "index_dedup", "near_duplicate_of_index")
-    return removals
+            functools.partial(_verify_estimate, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
+    if cfg.fuzzy and verified.count():
+        best = verified.groupby("a", num_partitions=partitions).map_groups(_best_match, batch_format="pyarrow")
+        ids = old.map_batches(_old_id_rows, batch_format="pyarrow")
+        plans.append(best.union(ids).groupby("place", num_partitions=partitions).map_groups(
+            _index_near_plan_rows, batch_format="pyarrow").materialize())
+    if not plans:
+        return ray.data.from_arrow(PLAN_SCHEMA.empty_table())
+    return plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0]
 
 
 def _guard_cluster(size: int, cfg: "DedupConfig") -> None:
@@ -514,20 +646,38 @@ def _adjacency(batch: pa.Table) -> pa.Table:
                      "lid": [None] * 2 * n, "lplace": [None] * 2 * n, "kind": ["edge"] * 2 * n}, schema=_LABEL_SCHEMA)
 
 
-def _initial_labels(group: pa.Table, keys: dict) -> pa.Table:
-    """One node's adjacency rows -> its own label: its keeper rank (-quality, date, doc_id) and place."""
-    node = group.column("node")[0].as_py()
-    q, d, doc = keys[node]
-    return pa.table({"node": [node], "nb": [None], "sim": [max(group.column("sim").to_pylist())], "lq": [q], "ld": [d],
-                     "lid": [doc], "lplace": [node], "kind": ["label"]}, schema=_LABEL_SCHEMA)
+def _key_label_rows(batch: pa.Table, only, keys: PlaceKeys) -> pa.Table:
+    """`_doc_keys` rows of the candidate documents (keys in `only`) as label-schema rows of kind "key"."""
+    if batch.num_rows:
+        batch = batch.filter(pa.array(_key_set(only).contains_many(keys.of_places(batch.column("place").to_pylist())), pa.bool_()))
+    n = batch.num_rows
+    return pa.table({"node": batch.column("place"), "nb": pa.array([None] * n, pa.string()),
+                     "sim": pa.array([None] * n, pa.float64()), "lq": batch.column("neg_quality"),
+                     "ld": batch.column("date"), "lid": batch.column("doc_id"), "lplace": batch.column("place"),
+                     "kind": pa.array(["key"] * n, pa.string())}, schema=_LABEL_SCHEMA)
+
+
+def _initial_labels(group: pa.Table) -> pa.Table:
+    """One node's adjacency rows and its key row -> its own label: its keeper rank (-quality, date, doc_id), its
+    place and its best similarity to a neighbour. A candidate document with no verified edge gets no label."""
+    kinds = group.column("kind").to_pylist()
+    if "edge" not in kinds:
+        return _LABEL_SCHEMA.empty_table()
+    if "key" not in kinds:
+        raise ValueError(f"document {group.column('node')[0].as_py()!r} of a verified pair has no rank row")
+    key = group.slice(kinds.index("key"), 1).to_pylist()[0]
+    best = max(s for s, k in zip(group.column("sim").to_pylist(), kinds) if k == "edge")
+    return pa.table({"node": [key["node"]], "nb": [None], "sim": [best], "lq": [key["lq"]], "ld": [key["ld"]],
+                     "lid": [key["lid"]], "lplace": [key["node"]], "kind": ["label"]}, schema=_LABEL_SCHEMA)
 
 
 def _send_labels(group: pa.Table) -> pa.Table:
-    """A node's label row and adjacency rows -> its label sent to itself and to every neighbour."""
+    """A node's label row and adjacency rows -> its label sent to itself (with its best similarity) and to every
+    neighbour."""
     rows = group.to_pylist()
     label = next(r for r in rows if r["kind"] == "label")
     targets = [label["node"]] + [r["nb"] for r in rows if r["kind"] == "edge"]
-    return pa.table({"node": targets, "nb": [None] * len(targets), "sim": [None] * len(targets),
+    return pa.table({"node": targets, "nb": [None] * len(targets), "sim": [label["sim"]] + [None] * (len(targets) - 1),
                      "lq": [label["lq"]] * len(targets), "ld": [label["ld"]] * len(targets),
                      "lid": [label["lid"]] * len(targets), "lplace": [label["lplace"]] * len(targets),
                      "kind": ["self"] + ["msg"] * (len(targets) - 1)}, schema=_LABEL_SCHEMA)
@@ -539,7 +689,7 @@ def _min_label(group: pa.Table) -> pa.Table:
     own = next(r for r in rows if r["kind"] == "self")
     best = min(rows, key=lambda r: (r["lq"], r["ld"], r["lid"], r["lplace"]))
     changed = best["lplace"] != own["lplace"]
-    return pa.table({"node": [own["node"]], "nb": [None], "sim": [None], "lq": [best["lq"]], "ld": [best["ld"]],
+    return pa.table({"node": [own["node"]], "nb": [None], "sim": [own["sim"]], "lq": [best["lq"]], "ld": [best["ld"]],
                      "lid": [best["lid"]], "lplace": [best["lplace"]], "kind": ["changed" if changed else "label"]},
                     schema=_LABEL_SCHEMA)
 
@@ -548,24 +698,28 @@ def _relabel(batch: pa.Table) -> pa.Table:
     return batch.set_column(batch.schema.get_field_index("kind"), "kind", pa.array(["label"] * batch.num_rows, pa.string()))
 
 
-def distributed_components(verified, keys_by_place: dict[str, tuple], cfg: "DedupConfig", partitions: int,
-                           max_iterations: int = 100) -> dict[str, tuple]:
-    """Connected components of the verified graph by min-label propagation on Ray Data.
+def _component_plan_rows(group: pa.Table) -> pa.Table:
+    """The final labels of one component (all naming its keeper's place) -> a plan row per removed member."""
+    size = group.num_rows
+    return pa.Table.from_pylist([
+        {"place": r["node"], "kept_doc_id": r["lid"], "cluster_size": size, "similarity": r["sim"],
+         "stage": "fuzzy_dedup", "reason": "near_duplicate"}
+        for r in group.select(["node", "lid", "lplace", "sim"]).to_pylist() if r["node"] != r["lplace"]], schema=PLAN_SCHEMA)
 
-    Every node starts labelled with its own keeper rank; each round, every node sends its label to its neighbours
-    (a groupby on node of adjacency + label rows) and keeps the smallest it receives (a second groupby). After
-    as many rounds as the largest component's diameter, every node carries its component's keeper. No step
-    holds more than one node's neighbourhood."""
-    import ray
 
+def distributed_components(verified, keys, only, place_keys: PlaceKeys, cfg: "DedupConfig", partitions: int,
+                           max_iterations: int = 100):
+    """Connected components of the verified graph by min-label propagation on Ray Data -> PLAN_SCHEMA rows.
+
+    Every node starts labelled with its own keeper rank (its `_doc_keys` row, met by a groupby on the node); each
+    round, every node sends its label to its neighbours (a groupby on node of adjacency + label rows) and keeps
+    the smallest it receives (a second groupby). After as many rounds as the largest component's diameter, every
+    node carries its component's keeper; a groupby on the keeper gives the cluster sizes and the removals. No step
+    holds more than one node's neighbourhood, and the driver holds nothing per document."""
     adjacency = verified.map_batches(_adjacency, batch_format="pyarrow").materialize()
-    keys_ref = ray.put(keys_by_place)
-
-    def init(group: pa.Table) -> pa.Table:
-        return _initial_labels(group, ray.get(keys_ref))
-
-    labels = adjacency.groupby("node", num_partitions=partitions).map_groups(init, batch_format="pyarrow").materialize()
-    best_sim = {r["node"]: r["sim"] for r in labels.iter_rows()}
+    ranks = keys.map_batches(functools.partial(_key_label_rows, only=only, keys=place_keys), batch_format="pyarrow")
+    labels = adjacency.union(ranks).groupby("node", num_partitions=partitions).map_groups(
+        _initial_labels, batch_format="pyarrow").materialize()
     for _ in range(max_iterations):
         sent = adjacency.union(labels).groupby("node", num_partitions=partitions).map_groups(_send_labels, batch_format="pyarrow")
         labels = sent.groupby("node", num_partitions=partitions).map_groups(_min_label, batch_format="pyarrow").materialize()
@@ -574,32 +728,34 @@ def distributed_components(verified, keys_by_place: dict[str, tuple], cfg: "Dedu
         labels = labels.map_batches(_relabel, batch_format="pyarrow").materialize()
     else:
         raise RuntimeError(f"connected components did not converge in {max_iterations} rounds")
-    final = [(r["node"], r["lid"], r["lplace"]) for r in labels.iter_rows()]
-    sizes: Counter = Counter(lplace for _, _, lplace in final)
-    removals: dict[str, tuple] = {}
-    for lplace, size in sizes.items():
-        _guard_cluster(size, cfg)
-    for node, lid, lplace in final:
-        if node != lplace:
-            removals[node] = (lid, sizes[lplace], best_sim[node], "fuzzy_dedup", "near_duplicate")
-    return removals
+    sizes = labels.groupby("lplace", num_partitions=partitions).count()
+    _guard_cluster(max((r["count()"] for r in sizes.iter_rows()), default=0), cfg)
+    return labels.groupby("lplace", num_partitions=partitions).map_groups(_component_plan_rows, batch_format="pyarrow")
 
 
-def source_losses(removed: dict[str, tuple], totals: dict[str, int]) -> list[tuple[str, int, int]]:
-    """(source file, removed, total) per source file, most damaged share first."""
-    lost: Counter = Counter(place.rsplit("#", 1)[0] for place in removed)
+def source_losses(lost: dict[str, int], totals: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(source file, removed, total) per source file that loses documents, most damaged share first."""
     rows = [(src, n, totals.get(src, n)) for src, n in lost.items()]
     return sorted(rows, key=lambda r: (-r[1] / max(r[2], 1), r[0]))
 
 
-def check_source_loss(removed: dict[str, tuple], docs, cfg: "DedupConfig") -> None:
+def _source_rows(batch: pa.Table) -> pa.Table:
+    return pa.table({"source": pa.array([p.rsplit("#", 1)[0] for p in batch.column("place").to_pylist()], pa.string())})
+
+
+def check_source_loss(plan, docs, cfg: "DedupConfig", partitions: int) -> None:
     """Refuse to remove most of one source's documents (the failure where a peer deleted 859,091 of 859,092
-    documents of one source), unless the user allows it."""
+    documents of one source), unless the user allows it. Counted per source file by groupbys: the driver holds
+    one number per source file."""
     if cfg.allow_source_loss:
         return
-    counts = docs.select_columns(["source_file"]).groupby("source_file").count()
+    lost = {r["source"]: r["count()"] for r in plan.map_batches(_source_rows, batch_format="pyarrow")
+            .groupby("source", num_partitions=partitions).count().iter_rows()}
+    if not lost:
+        return
+    counts = docs.select_columns(["source_file"]).groupby("source_file", num_partitions=partitions).count()
     totals = {r["source_file"]: r["count()"] for r in counts.iter_rows()}
-    bad = [(src, n, total) for src, n, total in source_losses(removed, totals)
+    bad = [(src, n, total) for src, n, total in source_losses(lost, totals)
            if total >= cfg.min_source_docs and n / total > cfg.max_source_loss]
     if bad:
         worst = "; ".join(f"{src}: {n:,} of {total:,} ({100 * n / total:.1f} %)" for src, n, total in bad[:5])
@@ -617,31 +773,57 @@ def _fetch(ref):
     return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
-def removals_by_shard(removed_map: dict[str, tuple], src: OutputDir, shards: list[str]) -> dict[str, dict[str, tuple]]:
-    """Split the removals by the input shards that hold their documents (found from each shard's distinct
-    source_file values: one column read), so a rewrite worker receives its shard's removals only."""
+def shards_of_sources(src: OutputDir, shards: list[str]) -> dict[str, list[str]]:
+    """source_file -> the input shards holding its documents (each shard's distinct source_file values: one
+    column read)."""
     shards_of: dict[str, list[str]] = {}
     for shard in shards:
         column = pq.read_table(src.path(DOCS_DIR, f"{shard}.parquet"), columns=["source_file"], filesystem=src.fs).column(0)
         for source in column.unique().to_pylist():
             shards_of.setdefault(source, []).append(shard)
-    parts: dict[str, dict[str, tuple]] = {}
-    for place, removal in removed_map.items():
+    return shards_of
+
+
+def _with_shards(batch: pa.Table, shards_of: dict[str, list[str]]) -> pa.Table:
+    """Plan rows, each with the shard(s) holding its document's source file (a rewrite reads its shard's only)."""
+    take, names = [], []
+    for i, place in enumerate(batch.column("place").to_pylist()):
         for shard in shards_of.get(place.rsplit("#", 1)[0], ()):
-            parts.setdefault(shard, {})[place] = removal
-    return parts
+            take.append(i)
+            names.append(shard)
+    return batch.take(pa.array(take, pa.int64())).append_column("shard", pa.array(names, pa.string()))
+
+
+def _write_plan_part(group: pa.Table, out_uri: str) -> pa.Table:
+    """One shard's plan rows -> plan/<shard>.parquet (atomic; sorted, so a rerun writes the same bytes)."""
+    shard = group.column("shard")[0].as_py()
+    out = OutputDir(out_uri)
+    table = group.drop_columns(["shard"]).cast(PLAN_SCHEMA).sort_by("place")
+    tmp = out.tmp_path(PLAN_DIR, f"{shard}.parquet")
+    with out.fs.open_output_stream(tmp) as sink:
+        pq.write_table(table, sink, compression="zstd")
+    out.commit(tmp, PLAN_DIR, f"{shard}.parquet")
+    return pa.table({"shard": [shard], "removals": pa.array([table.num_rows], pa.int64())})
+
+
+def read_plan_part(out: OutputDir, shard: str) -> dict[str, tuple]:
+    """place -> (kept doc_id, cluster size, similarity, stage, reason) for the planned removals of one shard."""
+    if not out.exists(PLAN_DIR, f"{shard}.parquet"):
+        return {}
+    t = pq.read_table(out.path(PLAN_DIR, f"{shard}.parquet"), filesystem=out.fs)
+    cols = [t.column(c).to_pylist() for c in PLAN_SCHEMA.names]
+    return {place: tuple(rest) for place, *rest in zip(*cols)}
 
 
 class RewriteShard:
-    """One curate shard -> its deduplicated shard + stats + removal rows (atomic writes)."""
+    """One curate shard -> its deduplicated shard + stats + removal rows (+ its index part), atomic writes."""
 
-    def __init__(self, cfg: DedupConfig, removed_by_shard: dict[str, Any] | None, dup_lines_ref):
+    def __init__(self, cfg: DedupConfig, dup_lines_ref):
         self.cfg = cfg
         self.src = OutputDir(cfg.input)
         self.out = OutputDir(cfg.output)
-        # shard -> (object-store reference to) {place (source_file#record_offset) of each removed document of that
-        # shard: (kept doc_id, cluster size, similarity, stage, reason)}: a worker fetches its shard's part only
-        self.removed_by_shard = removed_by_shard or {}
+        # {place (source_file#record_offset) of each removed document of the shard at hand: (kept doc_id, cluster
+        # size, similarity, stage, reason)}, read from the shard's part of the plan
         self.removed: dict[str, tuple] = {}
         # the repeated line hashes: one sorted int64 array, shared zero-copy by the workers of a node
         lines = _fetch(dup_lines_ref) if dup_lines_ref is not None else np.zeros(0, np.int64)
@@ -650,8 +832,7 @@ class RewriteShard:
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
         shard = unit["shard"]
         try:
-            part = self.removed_by_shard.get(shard)
-            self.removed = _fetch(part) if part is not None else {}
+            self.removed = read_plan_part(self.out, shard)
             return self._rewrite(shard)
         except Exception as exc:
             raise RuntimeError(f"dedup failed on shard {shard}: {type(exc).__name__}: {exc}") from exc
@@ -679,6 +860,16 @@ class RewriteShard:
                                          "kept_doc_id": kept_id, "similarity": similarity, "cluster_size": size})
             stats[f"{stage}/out"] += int(keep.sum())
         table = table.filter(pa.array(keep))
+        if self.cfg.write_index:
+            # the kept documents' hashes and signatures, of their text *before* line dedup, so that a re-crawled
+            # copy of a page still matches
+            rows = _index_rows(table.select(["doc_id", "source_file", "record_offset", "text"]), self.cfg.num_perm, self.cfg.ngram) \
+                if table.num_rows else INDEX_SCHEMA.empty_table()
+            self.out.makedirs(INDEX_DIR)
+            tmp = self.out.tmp_path(INDEX_DIR, f"{shard}.parquet")
+            with self.out.fs.open_output_stream(tmp) as sink:
+                pq.write_table(rows.cast(INDEX_SCHEMA).sort_by("place"), sink, compression="zstd")
+            self.out.commit(tmp, INDEX_DIR, f"{shard}.parquet")
         if self.cfg.lines and self.dup_lines:
             texts = table.column("text").to_pylist()
             line_urls = [u for u, k in zip(urls, keep) if k]
@@ -730,9 +921,14 @@ REMOVED_SCHEMA = pa.schema([
 ])
 
 
-def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[str, Any] | None,
-          local: bool) -> tuple[dict[str, tuple], np.ndarray | None]:
-    """Every removal (place -> (kept doc_id, cluster size, similarity, stage, reason)) and the repeated line hashes."""
+def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], index_info: dict[str, Any] | None,
+          local: bool, place_keys: PlaceKeys, shards_of: dict[str, list[str]]) -> None:
+    """Work out every removal and the repeated lines, and write them to plan/: a Parquet part per input shard
+    (PLAN_SCHEMA rows: place, kept doc_id, cluster size, similarity, stage, reason), repeated_lines.npy,
+    plan.json (counts) and _SUCCESS last. Removals stay datasets from the shuffles to the parts; the driver holds
+    the removed documents' keys (8 bytes each, to filter the survivors of each stage) and the repeated lines."""
+    out.remove_tree(PLAN_DIR)
+    out.makedirs(PLAN_DIR)
     schema_names = pq.read_schema(paths[0], filesystem=src.fs).names
     columns = [c for c in ("doc_id", "source_file", "record_offset", "text", "warc_date", "quality_score") if c in schema_names]
     if local:
@@ -742,39 +938,60 @@ def _plan(cfg: DedupConfig, src: OutputDir, paths: list[str], index_info: dict[s
         import ray
 
         init_ray(cfg.num_cpus)
-        docs = ray.data.read_parquet(paths, columns=columns)
+        docs = ray.data.read_parquet(paths).select_columns(columns)
         partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
-    removed_map: dict[str, tuple] = {}
+    removed = np.zeros(0, np.int64)
+
+    def survivors():
+        if not len(removed):
+            return docs
+        return docs.map_batches(functools.partial(_without_keys, removed=_share(removed, local), keys=place_keys),
+                                batch_format="pyarrow")
+
+    plans = []
     keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
     if cfg.documents and cfg.fuzzy:
         keys = keys.materialize()  # read twice: hashed once
     if cfg.documents:
-        removed = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow")
-        removed_map = {
-            r["place"]: (r["kept_doc_id"], r["group_size"], 1.0, "exact_dedup", "duplicate_document")
-            for r in removed.iter_rows()
-        }
+        exact = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow") \
+            .map_batches(_exact_plan_rows, batch_format="pyarrow").materialize()
+        plans.append(exact)
+        removed = collect_keys(exact, place_keys)
     if cfg.fuzzy:
         # exact duplicates already removed take no part, so a cluster's keeper is always a surviving document
-        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-            if removed_map else docs
-        removed_map.update(fuzzy_removals(survivors, keys, cfg, partitions))
-    if removed_map:
-        check_source_loss(removed_map, docs, cfg)
+        fuzzy = fuzzy_removals(survivors(), keys, cfg, partitions, place_keys, local).materialize()
+        plans.append(fuzzy)
+        removed = np.union1d(removed, collect_keys(fuzzy, place_keys))
+    if len(removed):
+        check_source_loss(plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0], docs, cfg, partitions)
     if cfg.index:
-        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-            if removed_map else docs
-        removed_map.update(index_removals(survivors, index_info, cfg, partitions))
-    dup = None
+        near_index = index_removals(survivors(), index_info, cfg, partitions, place_keys).materialize()
+        plans.append(near_index)
+        removed = np.union1d(removed, collect_keys(near_index, place_keys))
+    dup = np.zeros(0, np.int64)
     if cfg.lines:
         # lines are counted over the documents that survive document dedup: counting the removed copies too
         # would make every line of a kept page "repeated" and empty it, losing the whole duplicate cluster
-        survivors = docs.map_batches(functools.partial(_without_places, places=frozenset(removed_map)), batch_format="pyarrow") \
-            if removed_map else docs
-        counts = survivors.map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
+        counts = survivors().map_batches(_line_rows, batch_format="pyarrow").groupby("line_hash", num_partitions=partitions).count()
         batches = [b["line_hash"] for b in counts.map_batches(_repeated, batch_format="pyarrow").iter_batches(batch_format="numpy")]
-        dup = np.concatenate(batches).astype(np.int64) if batches else np.zeros(0, np.int64)
-    return removed_map, dup
+        dup = np.unique(np.concatenate(batches)).astype(np.int64) if batches else dup
+    parts: dict[str, int] = {}
+    if len(removed):
+        plan = plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0]
+        written = plan.map_batches(functools.partial(_with_shards, shards_of=shards_of), batch_format="pyarrow") \
+            .groupby("shard", num_partitions=partitions).map_groups(
+                functools.partial(_write_plan_part, out_uri=out.uri), batch_format="pyarrow")
+        parts = {r["shard"]: r["removals"] for r in written.iter_rows()}
+    buf = io.BytesIO()
+    np.save(buf, dup)
+    out.write_bytes(buf.getvalue(), PLAN_DIR, "repeated_lines.npy")
+    out.write_json({"removals": len(removed), "parts": parts, "repeated_lines": len(dup)}, PLAN_DIR, "plan.json")
+    out.write_bytes(b"", PLAN_DIR, "_SUCCESS")
+
+
+def _read_repeated_lines(out: OutputDir) -> np.ndarray:
+    with out.fs.open_input_stream(out.path(PLAN_DIR, "repeated_lines.npy")) as f:
+        return np.load(io.BytesIO(f.read()))
 
 
 def run(cfg: DedupConfig) -> dict[str, Any]:
@@ -798,34 +1015,34 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 
     local = False
-    removed_parts = dup_lines_ref = None
-    planned_removals = 0
+    dup_lines_ref = None
+    planned_now = False
     if pending:
         import ray
 
         paths = [src.path(DOCS_DIR, f"{s}.parquet") for s in shards]  # every shard: duplicates span shards
         n_docs = sum(pq.ParquetFile(p, filesystem=src.fs).metadata.num_rows for p in paths)
         local = _local_ok(n_docs, cfg)
-        # the plan (what to remove, which lines repeat) writes nothing, so after a system failure (a node lost in
-        # the middle of a shuffle) it is simply made again; a bug in our code fails at once
-        removed_map, dup = retry_system_failures(
-            lambda: _plan(cfg, src, paths, index_info, local), attempts=1 if local else cfg.system_retries + 1,
-            what="dedup plan")
-        planned_removals = len(removed_map)
-        parts = removals_by_shard(removed_map, src, shards)
-        del removed_map
-        removed_parts = parts if local else {shard: ray.put(part) for shard, part in parts.items()}
-        if dup is not None:
-            dup = SortedHashes(dup)
+        if not out.exists(PLAN_DIR, "_SUCCESS"):  # a rerun after a crash in the rewrite reuses the finished plan
+            shards_of = shards_of_sources(src, shards)
+            place_keys = PlaceKeys(list(shards_of))
+            # the plan writes only plan/, each attempt afresh, so after a system failure (a node lost in the middle
+            # of a shuffle) it is simply made again; a bug in our code fails at once
+            retry_system_failures(
+                lambda: _plan(cfg, src, out, paths, index_info, local, place_keys, shards_of),
+                attempts=1 if local else cfg.system_retries + 1, what="dedup plan")
+            planned_now = True
+        if cfg.lines:
+            dup = SortedHashes(_read_repeated_lines(out), sorted_unique=True)
             dup_lines_ref = dup if local else ray.put(dup.hashes)
     if pending and local:
-        rewrite = RewriteShard(cfg, removed_parts, dup_lines_ref)
+        rewrite = RewriteShard(cfg, dup_lines_ref)
         for s in pending:
             rewrite({"shard": s})
     elif pending:
         units = ray.data.from_items([{"shard": s} for s in pending], override_num_blocks=len(pending))
         workers = max(1, min(len(pending), int(ray.available_resources().get("CPU", 1))))
-        done = units.map(RewriteShard, fn_constructor_args=(cfg, removed_parts, dup_lines_ref),
+        done = units.map(RewriteShard, fn_constructor_args=(cfg, dup_lines_ref),
                          compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers), num_cpus=1)
         for _ in done.iter_rows():
             pass
@@ -833,15 +1050,18 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     errors = statslib.balance_errors(total)
     if errors:
         raise AssertionError(f"stats do not balance: {errors}")
-    if pending and len(pending) == len(shards):
+    if out.exists(PLAN_DIR, "plan.json"):
+        planned = out.read_json(PLAN_DIR, "plan.json")["removals"]
         done = sum(v for k, v in total.items() if k.split("/")[0] in ("exact_dedup", "fuzzy_dedup", "index_dedup")
                    and "/drop_" in k)
-        if done != planned_removals:  # every planned removal reached the shard that holds its document
-            raise AssertionError(f"{planned_removals} documents were planned for removal but {done} were removed")
+        if done != planned:  # every planned removal reached the shard that holds its document
+            raise AssertionError(f"{planned} documents were planned for removal but {done} were removed")
     if cfg.write_index and not out.exists(INDEX_DIR, "_SUCCESS"):
-        write_index(cfg, src, out, index_info, local=local or not pending and _small(src, shards, cfg))
+        write_index(cfg, out, shards, index_info)
+    out.remove_tree(PLAN_DIR)  # every shard is rewritten: the plan's evidence is in dedup_removed/
     summary = {"output": out.uri, "shards": len(shards), "shards_processed_now": len(pending),
-               "wall_seconds": round(time.perf_counter() - t0, 3), "stats": dict(sorted(total.items()))}
+               "planned_now": planned_now, "wall_seconds": round(time.perf_counter() - t0, 3),
+               "stats": dict(sorted(total.items()))}
     out.write_json(summary, "stats.json")
     out.write_bytes(b"", DOCS_DIR, "_SUCCESS")
     out.write_json({**meta, "status": "finished"}, "run.json")

@@ -167,6 +167,11 @@ class OutputDir:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return json.load(io.BytesIO(f.read()))
 
+    def remove_tree(self, *parts: str) -> None:
+        """Delete a folder and what it holds (nothing if it is not there)."""
+        if self.exists(*parts):
+            self.fs.delete_dir(self.path(*parts))
+
     def list(self, *parts: str, suffix: str = "") -> list[str]:
         base = self.path(*parts)
         if self.fs.get_file_info(base).type != pafs.FileType.Directory:

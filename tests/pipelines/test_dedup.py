@@ -138,4 +138,57 @@ def test_source_loss_guard_refuses_to_empty_a_source(curated, tmp_path):
     summary = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "b"), lines=False,
                                     min_source_docs=1, max_source_loss=0.5, allow_source_loss=True))
     assert summary["stats"]["exact_dedup/drop_duplicate_document"] == 6
-    assert source_losses({"f#1": (), "f#2": (), "g#1": ()}, {"f": 2, "g": 10}) == [("f", 2, 2), ("g", 1, 10)]
+    assert source_losses({"g": 1, "f": 2}, {"f": 2, "g": 10}) == [("f", 2, 2), ("g", 1, 10)]
+
+
+def test_a_rerun_after_a_failed_rewrite_reuses_the_plan(curated, tmp_path, monkeypatch):
+    """The plan (what to remove, which lines repeat) is written to plan/ before any shard is rewritten: when a
+    rewrite fails, the rerun rewrites the missing shard from that plan, without redoing the shuffles, and the
+    output equals an uninterrupted run's; the plan is removed once every shard is done."""
+    ref = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "ref")))
+    assert ref["planned_now"] and not (tmp_path / "ref" / "plan").exists()
+    shards = sorted(p.stem for p in (curated / "documents").glob("*.parquet"))
+    assert len(shards) == 2
+    real = dedup.RewriteShard._rewrite
+
+    def fail_on_last(self, shard):
+        if shard == shards[-1]:
+            raise OSError("disk full")
+        return real(self, shard)
+
+    monkeypatch.setattr(dedup.RewriteShard, "_rewrite", fail_on_last)
+    with pytest.raises(RuntimeError, match="disk full"):
+        dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
+    plan = json.loads((tmp_path / "d" / "plan" / "plan.json").read_text())
+    assert plan["removals"] == ref["stats"]["exact_dedup/drop_duplicate_document"] == 6
+    assert sum(plan["parts"].values()) >= 6 and set(plan["parts"]) <= set(shards)
+    monkeypatch.setattr(dedup.RewriteShard, "_rewrite", real)
+    monkeypatch.setattr(dedup, "_plan", lambda *a, **k: pytest.fail("the finished plan was made again"))
+    again = dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d")))
+    assert not again["planned_now"] and again["shards_processed_now"] == 1
+    assert again["stats"] == ref["stats"]
+    for sub in ("documents", "dedup_removed", "index"):
+        for p in sorted((tmp_path / "ref" / sub).glob("*.parquet")):
+            assert pads.dataset(p).to_table().equals(pads.dataset(tmp_path / "d" / sub / p.name).to_table()), (sub, p.name)
+    assert not (tmp_path / "d" / "plan").exists()
+
+
+def test_place_keys_are_exact_and_agree_between_columns_and_strings(curated):
+    """Removed and candidate documents travel as int64 keys of their place (source file index << 40 | record
+    offset): unique per record, equal whether made from the columns or the place string, and an offset or source
+    that does not fit is an error, never a collision."""
+    import pyarrow as pa
+
+    from pipelines.dedup import OFFSET_BITS, PlaceKeys, _places
+
+    docs = pads.dataset(curated / "documents", format="parquet").to_table(columns=["source_file", "record_offset"])
+    keys = PlaceKeys(docs.column("source_file").to_pylist())
+    assert len(keys.sources) == 2
+    from_columns = keys.of_batch(docs)
+    assert from_columns.tolist() == keys.of_places(_places(docs)).tolist()
+    assert len(set(from_columns.tolist())) == docs.num_rows
+    assert set((from_columns >> OFFSET_BITS).tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="does not fit"):
+        keys.of_places([f"{keys.sources[0]}#{1 << OFFSET_BITS}"])
+    with pytest.raises(ValueError, match="does not hold"):
+        keys.of_batch(pa.table({"source_file": ["elsewhere.warc.gz"], "record_offset": pa.array([0], pa.int64())}))

@@ -118,6 +118,6 @@ def test_in_process_path_gives_the_ray_data_output_byte_for_byte(ray_local, tmp_
     assert s == outs["ray"] and balance_errors(s) == []
     assert s["exact_dedup/drop_duplicate_document"] >= 2 and s["fuzzy_dedup/drop_near_duplicate"] >= 5
     assert s["line_dedup/lines_removed"] > 0
-    for sub in ("documents/part-0.parquet", "dedup_removed/part-0.parquet", "index/part.parquet"):
+    for sub in ("documents/part-0.parquet", "dedup_removed/part-0.parquet", "index/part-0.parquet"):
         a, b = (pq.read_table(tmp_path / n / sub) for n in ("ray", "local"))
         assert a.equals(b), sub
