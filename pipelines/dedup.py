@@ -214,20 +214,36 @@ def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | Non
     return pa.table({
         "place": pa.array(places, pa.string()),
         "pair": pa.array([""] * len(sets), pa.string()),
-        "shingles": pa.array([s.tolist() for s in sets], pa.list_(pa.uint32())),
+        "shingles": _uint32_lists(sets),
     })
+
+
+def _uint32_lists(arrays: list[np.ndarray]) -> pa.Array:
+    """A list<uint32> column built from numpy arrays without making a Python int per element."""
+    offsets = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.zeros(0, np.uint32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint32()))
+
+
+def _list_values(column, i: int) -> np.ndarray:
+    """Element `i` of a list<uint32> column as a numpy array (empty for a null)."""
+    values = column[i].values
+    return np.zeros(0, np.uint32) if values is None else values.to_numpy(zero_copy_only=False)
 
 
 def _attach_shingles(group: pa.Table) -> pa.Table:
-    """Rows of one document: its shingle row and its pair rows -> pair rows carrying the shingles."""
+    """Rows of one document: its shingle row and its pair rows -> pair rows carrying the shingles (copied in
+    Arrow, 4 bytes a shingle: a document in k pairs is copied k times, so no Python int per shingle)."""
     pairs = group.column("pair").to_pylist()
     own = [i for i, p in enumerate(pairs) if p == ""]
-    shingles = group.column("shingles")[own[0]] if own else pa.scalar([], pa.list_(pa.uint32()))
     rows = [i for i, p in enumerate(pairs) if p != ""]
-    return pa.table({
-        "pair": pa.array([pairs[i] for i in rows], pa.string()),
-        "shingles": pa.array([shingles.as_py()] * len(rows), pa.list_(pa.uint32())),
-    })
+    column = group.column("shingles").combine_chunks()
+    if own:
+        shingles = column.take(pa.array(np.full(len(rows), own[0], np.int64)))
+    else:
+        shingles = _uint32_lists([np.zeros(0, np.uint32)] * len(rows))
+    return pa.table({"pair": pa.array([pairs[i] for i in rows], pa.string()), "shingles": shingles})
 
 
 def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
@@ -235,7 +251,8 @@ def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
 
     Shingle hashes are 32-bit, so the Jaccard of hash sets equals that of shingle sets up to
     collisions (about 1e-6 per pair of ~1,000-shingle documents)."""
-    sets = [np.asarray(x, np.uint32) for x in group.column("shingles").to_pylist()]
+    column = group.column("shingles").combine_chunks()
+    sets = [_list_values(column, i) for i in range(len(column))]
     pair = group.column("pair")[0].as_py()
     if len(sets) != 2 or not len(sets[0]) or not len(sets[1]):
         similarity = 0.0
@@ -518,7 +535,8 @@ def _cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
 
 def _verify_estimate(group: pa.Table, threshold: float) -> pa.Table:
     """Both signatures of one (new, indexed) pair -> the pair with its estimated Jaccard, if above threshold."""
-    sigs = [np.asarray(x, np.uint32) for x in group.column("shingles").to_pylist()]
+    column = group.column("shingles").combine_chunks()
+    sigs = [_list_values(column, i) for i in range(len(column))]
     pair = group.column("pair")[0].as_py()
     ok = len(sigs) == 2 and len(sigs[0]) and len(sigs[0]) == len(sigs[1])
     similarity = float(np.mean(sigs[0] == sigs[1])) if ok else 0.0
