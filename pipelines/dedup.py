@@ -208,7 +208,7 @@ def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | Non
 
     places, texts = _places(batch), batch.column("text").to_pylist()
     if only is not None and batch.num_rows:
-        keep = np.flatnonzero(_key_set(only).contains_many(keys.of_batch(batch)))
+        keep = np.flatnonzero(_in_keys(batch, only, keys))
         places, texts = [places[i] for i in keep], [texts[i] for i in keep]
     sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in texts]
     return pa.table({
@@ -347,19 +347,18 @@ def collect_keys(ds, keys: PlaceKeys, columns: tuple[str, ...] = ("place",)) -> 
     return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
+def _in_keys(batch: pa.Table, ref, keys: PlaceKeys) -> np.ndarray:
+    """Per row of `batch`: is its document (source_file + record_offset columns, else a place column) in the key
+    set `ref`?"""
+    found = keys.of_batch(batch) if "source_file" in batch.column_names else keys.of_places(batch.column("place").to_pylist())
+    return _key_set(ref).contains_many(found)
+
+
 def _without_keys(batch: pa.Table, removed, keys: PlaceKeys) -> pa.Table:
-    """The documents of `batch` whose key is not in `removed`."""
+    """The rows of `batch` whose document's key is not in `removed`."""
     if not batch.num_rows:
         return batch
-    return batch.filter(pa.array(~_key_set(removed).contains_many(keys.of_batch(batch)), pa.bool_()))
-
-
-def _without_place_keys(batch: pa.Table, removed, keys: PlaceKeys) -> pa.Table:
-    """Rows of `batch` (with a place column) whose place's key is not in `removed`."""
-    if not batch.num_rows:
-        return batch
-    hit = _key_set(removed).contains_many(keys.of_places(batch.column("place").to_pylist()))
-    return batch.filter(pa.array(~hit, pa.bool_()))
+    return batch.filter(pa.array(~_in_keys(batch, removed, keys), pa.bool_()))
 
 
 def _dataset_like(ds, table: pa.Table):
@@ -371,12 +370,19 @@ def _dataset_like(ds, table: pa.Table):
     return ray.data.from_arrow(table)
 
 
-def _exact_plan_rows(batch: pa.Table) -> pa.Table:
+def _exact_plan_rows(batch: pa.Table, stage: str, reason: str) -> pa.Table:
+    """(place, kept_doc_id[, group_size]) rows of an exact match -> PLAN_SCHEMA rows (similarity 1; a match
+    against the index is a pair)."""
     n = batch.num_rows
+    size = batch.column("group_size") if "group_size" in batch.column_names else pa.array([2] * n, pa.int32())
     return pa.table({"place": batch.column("place"), "kept_doc_id": batch.column("kept_doc_id"),
-                     "cluster_size": batch.column("group_size"), "similarity": pa.array([1.0] * n, pa.float64()),
-                     "stage": pa.array(["exact_dedup"] * n, pa.string()),
-                     "reason": pa.array(["duplicate_document"] * n, pa.string())}, schema=PLAN_SCHEMA)
+                     "cluster_size": size, "similarity": pa.array([1.0] * n, pa.float64()),
+                     "stage": pa.array([stage] * n, pa.string()), "reason": pa.array([reason] * n, pa.string())},
+                    schema=PLAN_SCHEMA)
+
+
+def _union(datasets: list):
+    return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
 
 
 def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: PlaceKeys, local: bool):
@@ -563,14 +569,6 @@ _MATCH_SCHEMA = pa.schema([("place", pa.string()), ("new", pa.string()), ("simil
                            ("doc_id", pa.string())])
 
 
-def _index_exact_plan_rows(batch: pa.Table) -> pa.Table:
-    n = batch.num_rows
-    return pa.table({"place": batch.column("place"), "kept_doc_id": batch.column("kept_doc_id"),
-                     "cluster_size": pa.array([2] * n, pa.int32()), "similarity": pa.array([1.0] * n, pa.float64()),
-                     "stage": pa.array(["index_dedup"] * n, pa.string()),
-                     "reason": pa.array(["exact_duplicate_of_index"] * n, pa.string())}, schema=PLAN_SCHEMA)
-
-
 def _best_match(group: pa.Table) -> pa.Table:
     """The verified (new, indexed) pairs of one new document -> its most similar indexed document (ties: the
     greater place), as a row keyed by that indexed document's place."""
@@ -617,11 +615,12 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
     if cfg.documents:
         both = new.union(old).filter(lambda r: r["doc_hash"] != 0)
         exact = both.groupby("doc_hash", num_partitions=partitions).map_groups(_index_exact, batch_format="pyarrow") \
-            .map_batches(_index_exact_plan_rows, batch_format="pyarrow").materialize()
+            .map_batches(functools.partial(_exact_plan_rows, stage="index_dedup", reason="exact_duplicate_of_index"),
+                         batch_format="pyarrow").materialize()
         plans.append(exact)
         removed = collect_keys(exact, place_keys)
         if len(removed):
-            remaining = new.map_batches(functools.partial(_without_place_keys, removed=ray.put(removed), keys=place_keys),
+            remaining = new.map_batches(functools.partial(_without_keys, removed=_share(removed, local=False), keys=place_keys),
                                         batch_format="pyarrow")
     if cfg.fuzzy:
         bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
@@ -641,7 +640,7 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
             _index_near_plan_rows, batch_format="pyarrow").materialize())
     if not plans:
         return ray.data.from_arrow(PLAN_SCHEMA.empty_table())
-    return plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0]
+    return _union(plans)
 
 
 def _guard_cluster(size: int, cfg: "DedupConfig") -> None:
@@ -667,7 +666,7 @@ def _adjacency(batch: pa.Table) -> pa.Table:
 def _key_label_rows(batch: pa.Table, only, keys: PlaceKeys) -> pa.Table:
     """`_doc_keys` rows of the candidate documents (keys in `only`) as label-schema rows of kind "key"."""
     if batch.num_rows:
-        batch = batch.filter(pa.array(_key_set(only).contains_many(keys.of_places(batch.column("place").to_pylist())), pa.bool_()))
+        batch = batch.filter(pa.array(_in_keys(batch, only, keys), pa.bool_()))
     n = batch.num_rows
     return pa.table({"node": batch.column("place"), "nb": pa.array([None] * n, pa.string()),
                      "sim": pa.array([None] * n, pa.float64()), "lq": batch.column("neg_quality"),
@@ -972,7 +971,8 @@ def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], in
         keys = keys.materialize()  # read twice: hashed once
     if cfg.documents:
         exact = keys.groupby("doc_hash", num_partitions=partitions).map_groups(_pick_keeper, batch_format="pyarrow") \
-            .map_batches(_exact_plan_rows, batch_format="pyarrow").materialize()
+            .map_batches(functools.partial(_exact_plan_rows, stage="exact_dedup", reason="duplicate_document"),
+                         batch_format="pyarrow").materialize()
         plans.append(exact)
         removed = collect_keys(exact, place_keys)
     if cfg.fuzzy:
@@ -981,7 +981,7 @@ def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], in
         plans.append(fuzzy)
         removed = np.union1d(removed, collect_keys(fuzzy, place_keys))
     if len(removed):
-        check_source_loss(plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0], docs, cfg, partitions)
+        check_source_loss(_union(plans), docs, cfg, partitions)
     if cfg.index:
         near_index = index_removals(survivors(), index_info, cfg, partitions, place_keys).materialize()
         plans.append(near_index)
@@ -995,7 +995,7 @@ def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], in
         dup = np.unique(np.concatenate(batches)).astype(np.int64) if batches else dup
     parts: dict[str, int] = {}
     if len(removed):
-        plan = plans[0].union(*plans[1:]) if len(plans) > 1 else plans[0]
+        plan = _union(plans)
         written = plan.map_batches(functools.partial(_with_shards, shards_of=shards_of), batch_format="pyarrow") \
             .groupby("shard", num_partitions=partitions).map_groups(
                 functools.partial(_write_plan_part, out_uri=out.uri), batch_format="pyarrow")
