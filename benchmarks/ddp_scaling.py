@@ -113,6 +113,7 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     row = {"model": mname, "mode": mode, "world": world, "per_gpu_batch": batch, "context": ctx,
            "params": parameter_count(cfg), "compile": args.compile_mode if args.compile else False, "buckets": len(ddp.buckets),
+           "bucket_mb": args.bucket_mb,
            "tokens_per_s": tps, "tokens_per_s_per_gpu": tps / world, "mfu": tps / world * 3 * ft / PEAK,
            "step_ms": step_s * 1e3, "nosync_ms": nosync_s * 1e3, "exposed_comm_ms": (step_s - nosync_s) * 1e3,
            "allreduce_ms": allreduce_s * 1e3, "opt_ms": opt_s * 1e3, "max_mem_gb": mem,
@@ -132,15 +133,18 @@ def summarize(folder: Path) -> int:
     if not rows:
         print(f"no ddp_scaling-*.json under {folder}", file=sys.stderr)
         return 2
-    base = {(r["model"], r["mode"], r["compile"]): r["tokens_per_s"] for r in rows if r["world"] == 1}
-    print(f"{'model':<12} {'mode':<6} {'compile':<7} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
+    def key(r):
+        return r["model"], r["mode"], str(r["compile"]), r.get("bucket_mb", 25.0)
+
+    base = {key(r): r["tokens_per_s"] for r in rows if r["world"] == 1}
+    print(f"{'model':<12} {'mode':<6} {'compile':<7} {'bucket':>6} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
           f"{'exposed comm':>12} {'all-reduce':>10} {'opt ms':>7} {'mem GB':>6}")
-    for r in sorted(rows, key=lambda r: (r["model"], r["mode"], str(r["compile"]), r["world"])):
-        b = base.get((r["model"], r["mode"], r["compile"]))
+    for r in sorted(rows, key=lambda r: (*key(r), r["world"])):
+        b = base.get(key(r))
         r["efficiency"] = r["tokens_per_s"] / (r["world"] * b) if b else None
         eff = f"{100 * r['efficiency']:5.1f}%" if r["efficiency"] else "   n/a"
         mem = f"{r['max_mem_gb']:6.1f}" if r.get("max_mem_gb") else "     -"
-        print(f"{r['model']:<12} {r['mode']:<6} {str(r['compile']):<7} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
+        print(f"{r['model']:<12} {r['mode']:<6} {str(r['compile']):<7} {r.get('bucket_mb', 25.0):>6g} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
               f"{100 * r['mfu']:5.1f}% {eff} {r['step_ms']:8.1f} {r['exposed_comm_ms']:9.1f} ms {r['allreduce_ms']:7.1f} ms "
               f"{r['opt_ms']:7.1f} {mem}")
     (folder / "ddp_scaling.json").write_text(json.dumps(rows, indent=1))

@@ -25,6 +25,8 @@ class DDPBucketed(nn.Module):
         super().__init__()
         self.module = module
         self.world = dist.get_world_size()
+        # NCCL averages in the collective; gloo has no AVG, so its sum is divided afterwards
+        self._avg = dist.get_backend() == "nccl"
         with torch.no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t, src=0)
@@ -35,7 +37,7 @@ class DDPBucketed(nn.Module):
         size = 0
         for p in reversed(params):
             nbytes = p.numel() * p.element_size()
-            if self.buckets[-1] and size + nbytes > limit:
+            if self.buckets[-1] and (size + nbytes > limit or p.dtype != self.buckets[-1][0].dtype):
                 self.buckets.append([])
                 size = 0
             self.buckets[-1].append(p)
@@ -60,7 +62,8 @@ class DDPBucketed(nn.Module):
         self._pending[i] -= 1
         if self._pending[i] == 0:  # the whole bucket is ready: all-reduce it while backward continues
             flat = _flatten_dense_tensors([q.grad for q in self.buckets[i]])
-            self._handles.append((dist.all_reduce(flat, async_op=True), flat, i))
+            op = dist.ReduceOp.AVG if self._avg else dist.ReduceOp.SUM
+            self._handles.append((dist.all_reduce(flat, op=op, async_op=True), flat, i))
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -68,9 +71,11 @@ class DDPBucketed(nn.Module):
     def finish_gradient_synchronization(self) -> None:
         for handle, flat, i in self._handles:
             handle.wait()
-            flat.div_(self.world)
+            if not self._avg:
+                flat.div_(self.world)
+            # each gradient becomes a view into the reduced bucket (no copy back); the bucket lives as long as they do
             for q, g in zip(self.buckets[i], _unflatten_dense_tensors(flat, [q.grad for q in self.buckets[i]])):
-                q.grad.copy_(g)
+                q.grad = g
         if any(self._pending):  # parameters that got no gradient this step: reduce what exists, synchronously
             for i, left in enumerate(self._pending):
                 if left:

@@ -59,7 +59,7 @@ def _worker(rank: int, world: int, store: str, zero: bool, bucket_mb: float, out
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("zero, bucket_mb", [(False, 0.05), (True, 1.0)])
+@pytest.mark.parametrize("zero, bucket_mb", [(False, 0.05), (True, 1.0), (False, 1e6)])
 def test_two_gloo_workers_equal_single_process(tmp_path, zero, bucket_mb):
     out = str(tmp_path / "state")
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), zero, bucket_mb, out), nprocs=2, join=True)
