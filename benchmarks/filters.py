@@ -59,7 +59,8 @@ def main() -> None:
     ident = LanguageIdentifier()
     rows = [
         ("fastText lid.176 predict, bare (newlines replaced)", lambda t: bare.predict(t.replace("\n", " "), k=1)),
-        ("sift LanguageIdentifier (whitespace-normalised, capped)", ident),
+        ("sift LanguageIdentifier, whole text (prefix_chars=0)", LanguageIdentifier(prefix_chars=0)),
+        ("sift LanguageIdentifier (default: a confident 3,000-char prefix decides)", ident),
         ("sift Gopher rules, defaults (stop-word rule ends most non-English early)", gopher_reject_reason),
         ("sift Gopher rules, every rule evaluated (min_stop_words=0)", lambda t, c=GopherConfig(min_stop_words=0): gopher_reject_reason(t, c)),
         ("sift quality classifier (bundled fastText, normalise + predict)", FastTextClassifier(BUNDLED_QUALITY_MODEL).score),

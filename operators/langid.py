@@ -22,12 +22,29 @@ class LangIDConfig:
     """Documents whose top language scores lower are dropped as `low_score` (datatrove's default)."""
     max_chars: int = 100_000
     """Only the first this many characters are classified (the language rarely changes after that)."""
+    prefix_chars: int = 3_000
+    """Classify the first this many characters first; the whole text (up to `max_chars`) is classified only when
+    that prefix's top language scores below `prefix_confidence`. fastText's cost grows with the text: on the 1,077
+    extracted pages of `shared/data/warc/pages` this took language ID from 1.12 to 0.39 ms a page with the same keep
+    decision on every page (17 pages needed the whole text). 0: always the whole text."""
+    prefix_confidence: float = 0.8
+    """A prefix scoring at least this settles the document (its score is the one recorded)."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars <= 0 or self.prefix_chars < 0:
+            raise ValueError(f"langid: max_chars must be > 0 and prefix_chars >= 0, got {self.max_chars}, {self.prefix_chars}")
+        if not 0.0 <= self.prefix_confidence <= 1.0 or not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"langid: prefix_confidence and min_score are probabilities in [0, 1], got "
+                             f"{self.prefix_confidence}, {self.min_score}")
 
 
 class LanguageIdentifier:
-    """Loads the model once (a Ray actor keeps it); `__call__(text) -> (lang, score)`."""
+    """Loads the model once (a Ray actor keeps it); `__call__(text) -> (lang, score)`.
 
-    def __init__(self, model_path: str = "", max_chars: int = 100_000):
+    Defaults as `LangIDConfig` (a confident prefix settles the document); `prefix_chars=0` classifies whole texts."""
+
+    def __init__(self, model_path: str = "", max_chars: int = LangIDConfig.max_chars,
+                 prefix_chars: int = LangIDConfig.prefix_chars, prefix_confidence: float = LangIDConfig.prefix_confidence):
         import fasttext
 
         path = model_path or BUNDLED_LID_MODEL
@@ -42,11 +59,21 @@ class LanguageIdentifier:
         if not labels or not all(label.startswith("__label__") for label in labels[:5]):
             raise ValueError(f"{path!r} is not a fastText classifier (no __label__ labels)")
         self.max_chars = max_chars
+        self.prefix_chars, self.prefix_confidence = prefix_chars, prefix_confidence
 
     def __call__(self, text: str) -> tuple[str, float]:
-        """Top language and its probability; ('', 0.0) for text with nothing to classify."""
+        """Top language and its probability; ('', 0.0) for text with nothing to classify.
+
+        With `prefix_chars`, a confident prediction on the text's start is kept; otherwise the whole text decides."""
+        if 0 < self.prefix_chars < min(len(text), self.max_chars):
+            lang, score = self._predict(text[: self.prefix_chars])
+            if score >= self.prefix_confidence:
+                return lang, score
+        return self._predict(text[: self.max_chars])
+
+    def _predict(self, text: str) -> tuple[str, float]:
         # fastText predicts one line: newlines must go; invalid surrogates cannot be encoded
-        line = " ".join(text[: self.max_chars].split())
+        line = " ".join(text.split())
         if not line:
             return "", 0.0
         line = line.encode("utf-8", "replace").decode("utf-8")

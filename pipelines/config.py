@@ -38,6 +38,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping, got {value!r}")
         return build(tp, value, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        key_tp, value_tp = args if args else (Any, Any)
+        out = {}
+        for k, v in value.items():
+            if key_tp is int and isinstance(k, str) and k.strip().lstrip("-").isdigit():
+                k = int(k)  # JSON (a run's pipeline.json, --set) writes every mapping key as a string
+            out[_coerce(k, key_tp, f"{key} key")] = _coerce(v, value_tp, f"{key}.{k}")
+        return out
     if origin is list:
         items = [value] if isinstance(value, (str, int, float, dict)) else value
         if not isinstance(items, (list, tuple)):

@@ -172,7 +172,7 @@ class LanguageIDStage(DocStage):
 
     def __init__(self, cfg: LangIDConfig):
         self.cfg = cfg
-        self.identify = LanguageIdentifier(cfg.model_path, cfg.max_chars)
+        self.identify = LanguageIdentifier(cfg.model_path, cfg.max_chars, cfg.prefix_chars, cfg.prefix_confidence)
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         lang, score = self.identify(doc["text"])

@@ -48,6 +48,45 @@ def test_sample_pages_agree_with_manifest_languages():
     assert agree / total >= 0.95
 
 
+def test_prefix_first_gives_the_whole_text_decision_on_the_sample_pages():
+    """The confident-prefix shortcut keeps every sample page's keep/drop decision (and its language) and classifies
+    less text: only pages whose first 3,000 characters score below 0.8 are classified whole."""
+    cfg = LangIDConfig()
+    whole = LanguageIdentifier(max_chars=cfg.max_chars, prefix_chars=0)
+    quick = LanguageIdentifier(max_chars=cfg.max_chars, prefix_chars=cfg.prefix_chars,
+                               prefix_confidence=cfg.prefix_confidence)
+    texts = [t for name in ("trafilatura-000", "aeb-000", "wceb2026-000")
+             for row in read_warc_rows(str(SAMPLE / f"{name}.warc.gz"))[0] if (t := extract_text(row.html))]
+    long = [t for t in texts if len(t) > cfg.prefix_chars]
+    assert len(long) >= 30
+    shortcut = 0
+    for text in texts:
+        a, b = whole(text), quick(text)
+        assert language_reject_reason(*a, cfg) == language_reject_reason(*b, cfg), text[:200]
+        assert a[0] == b[0]
+        shortcut += a != b  # a confident prefix: its own (different) score was kept
+    assert shortcut >= len(long) // 2
+
+
+@pytest.mark.shared_data
+def test_an_unsure_prefix_falls_back_to_the_whole_text(real_texts):
+    quick = LanguageIdentifier(prefix_chars=200, prefix_confidence=0.8)
+    # a confident English start settles an English-then-German text...
+    mixed = real_texts["en"][:2000] + "\n" + real_texts["de"]
+    assert quick(mixed) == quick(real_texts["en"][:200])
+    # ...while a start that says little (numbers and punctuation) hands the decision to the whole text
+    unsure = "1. 2. 3. - 42 / 17 ... 2024-05-01 | 10:30 " * 4 + real_texts["de"]
+    assert quick(unsure[:200])[1] < 0.8
+    assert quick(unsure) == LanguageIdentifier(prefix_chars=0)(unsure)
+    assert quick(unsure)[0] == "de"
+
+
+@pytest.mark.parametrize("kw", [{"prefix_chars": -1}, {"prefix_confidence": 1.5}, {"max_chars": 0}, {"min_score": -0.1}])
+def test_bad_langid_config_is_a_clear_error(kw):
+    with pytest.raises(ValueError, match="langid"):
+        LangIDConfig(**kw)
+
+
 def test_newlines_do_not_matter():
     text = "The council voted on Tuesday.\nIt will meet again next week.\n\nThe mayor agreed."
     assert identify_language(text) == identify_language(text.replace("\n", " "))

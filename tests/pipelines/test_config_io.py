@@ -129,3 +129,19 @@ def test_lists_of_numbers_accept_yaml_1_1_exponents():
     assert cfg.budgets == [1e11, 3e11, 2.5e12]
     with pytest.raises(ValueError, match="budgets: expected a number"):
         resolve(SweepConfig, None, parse_set(["budgets=[1e11, lots]"]))
+
+
+def test_a_config_read_back_from_json_equals_the_original():
+    """A run's pipeline.json writes mapping keys as strings (Gopher's n -> limit tables): building the config again
+    from it gives the same config, and a key that is not a number is a clear error, not a crash inside a stage."""
+    import json
+    from dataclasses import asdict
+
+    cfg = CurateConfig(output="x")
+    again = build(CurateConfig, json.loads(json.dumps(asdict(cfg))))
+    assert again == cfg
+    assert again.gopher.max_top_ngram_char_frac == {2: 0.20, 3: 0.18, 4: 0.16}
+    with pytest.raises(ValueError, match="gopher.max_top_ngram_char_frac key: expected an integer"):
+        resolve(CurateConfig, None, {"gopher.max_top_ngram_char_frac": {"two": 0.2}})
+    with pytest.raises(ValueError, match=r"gopher.max_dup_ngram_char_frac.5: expected a number"):
+        resolve(CurateConfig, None, {"gopher.max_dup_ngram_char_frac": {"5": "high"}})
