@@ -603,6 +603,7 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
     the Jaccard (the old texts are not read, so the shingle sets are not available); each new document is
     matched to its most similar indexed one, whose doc_id is joined in by a groupby on the indexed place."""
     import ray
+    from ray.data.expressions import col
 
     from operators.lsh import optimal_bands
 
@@ -613,7 +614,7 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
     plans = []
     remaining = new
     if cfg.documents:
-        both = new.union(old).filter(lambda r: r["doc_hash"] != 0)
+        both = new.union(old).filter(expr=col("doc_hash") != 0)  # an Arrow predicate, not a Python call per row
         exact = both.groupby("doc_hash", num_partitions=partitions).map_groups(_index_exact, batch_format="pyarrow") \
             .map_batches(functools.partial(_exact_plan_rows, stage="index_dedup", reason="exact_duplicate_of_index"),
                          batch_format="pyarrow").materialize()
@@ -733,6 +734,8 @@ def distributed_components(verified, keys, only, place_keys: PlaceKeys, cfg: "De
     the smallest it receives (a second groupby). After as many rounds as the largest component's diameter, every
     node carries its component's keeper; a groupby on the keeper gives the cluster sizes and the removals. No step
     holds more than one node's neighbourhood, and the driver holds nothing per document."""
+    from ray.data.expressions import col
+
     adjacency = verified.map_batches(_adjacency, batch_format="pyarrow").materialize()
     ranks = keys.map_batches(functools.partial(_key_label_rows, only=only, keys=place_keys), batch_format="pyarrow")
     labels = adjacency.union(ranks).groupby("node", num_partitions=partitions).map_groups(
@@ -740,7 +743,7 @@ def distributed_components(verified, keys, only, place_keys: PlaceKeys, cfg: "De
     for _ in range(max_iterations):
         sent = adjacency.union(labels).groupby("node", num_partitions=partitions).map_groups(_send_labels, batch_format="pyarrow")
         labels = sent.groupby("node", num_partitions=partitions).map_groups(_min_label, batch_format="pyarrow").materialize()
-        if labels.filter(lambda r: r["kind"] == "changed").count() == 0:
+        if labels.filter(expr=col("kind") == "changed").count() == 0:
             break
         labels = labels.map_batches(_relabel, batch_format="pyarrow").materialize()
     else:
