@@ -25,8 +25,8 @@ class DDPBucketed(nn.Module):
         super().__init__()
         self.module = module
         self.world = dist.get_world_size()
-        # NCCL averages in the collective; gloo has no AVG, so its sum is divided afterwards
-        self._avg = dist.get_backend() == "nccl"
+        # NCCL averages in the collective; gloo has no AVG, so its sum is divided afterwards (`_to_mean`)
+        self._op = dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM
         with torch.no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t, src=0)
@@ -62,8 +62,7 @@ class DDPBucketed(nn.Module):
         self._pending[i] -= 1
         if self._pending[i] == 0:  # the whole bucket is ready: all-reduce it while backward continues
             flat = _flatten_dense_tensors([q.grad for q in self.buckets[i]])
-            op = dist.ReduceOp.AVG if self._avg else dist.ReduceOp.SUM
-            self._handles.append((dist.all_reduce(flat, op=op, async_op=True), flat, i))
+            self._handles.append((dist.all_reduce(flat, op=self._op, async_op=True), flat, i))
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -71,8 +70,7 @@ class DDPBucketed(nn.Module):
     def finish_gradient_synchronization(self) -> None:
         for handle, flat, i in self._handles:
             handle.wait()
-            if not self._avg:
-                flat.div_(self.world)
+            self._to_mean(flat)
             # each gradient becomes a view into the reduced bucket (no copy back); the bucket lives as long as they do
             for q, g in zip(self.buckets[i], _unflatten_dense_tensors(flat, [q.grad for q in self.buckets[i]])):
                 q.grad = g
@@ -82,9 +80,14 @@ class DDPBucketed(nn.Module):
                     for q in self.buckets[i]:
                         if q.grad is None:
                             q.grad = torch.zeros_like(q)
-                        dist.all_reduce(q.grad)
-                        q.grad.div_(self.world)
+                        dist.all_reduce(q.grad, op=self._op)
+                        self._to_mean(q.grad)
         self._reset()
+
+    def _to_mean(self, reduced: torch.Tensor) -> None:
+        """After an all-reduce with `self._op`: the mean over ranks, in place."""
+        if self._op == dist.ReduceOp.SUM:
+            reduced.div_(self.world)
 
 
 class ShardedOptimizer(torch.optim.Optimizer):
