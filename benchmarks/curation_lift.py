@@ -130,7 +130,7 @@ def train_both(out: Path, results: Path, steps: int, eval_every: int, device: st
         for done in range(eval_every, steps + 1, eval_every):
             train(replace(cfg, stop_after=eval_every if done < steps else 0))
             ckpt = load_payload(Path(cfg.output) / "checkpoint.pt")
-            model = TransformerLM.from_config(ModelConfig(**ckpt["model_config"]), device=dev)
+            model = TransformerLM.from_config(ModelConfig.from_dict(ckpt["model_config"]), device=dev)
             model.load_state_dict(ckpt["model"])
             curve.append({"step": done, "tokens": done * 32 * 256, "wikitext_loss": wikitext_loss(model, held, 256, dev)})
             print(f"{name} step {done}: WikiText-2 test loss {curve[-1]['wikitext_loss']:.4f}", flush=True)

@@ -72,8 +72,9 @@ class RefBlock(nn.Module):
 
 
 class RefLM(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, bf16_residual: bool = False):
         super().__init__()
+        self.bf16_residual = bf16_residual
         self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(RefBlock(cfg.d_model, cfg.num_heads, cfg.ff, cfg.context_length) for _ in range(cfg.num_layers))
         self.ln = nn.RMSNorm(cfg.d_model, eps=1e-5)
@@ -81,6 +82,8 @@ class RefLM(nn.Module):
 
     def forward(self, ids):
         x = self.emb(ids)
+        if self.bf16_residual and torch.is_autocast_enabled("cuda"):
+            x = x.to(torch.bfloat16)  # the same residual-stream choice as sift's ModelConfig.autocast_residual
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln(x))
@@ -223,6 +226,8 @@ def main() -> int:
                         "e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the default config")
     p.add_argument("--no-eager", action="store_true", help="skip the eager sift run")
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--reference-bf16-residual", action="store_true",
+                   help="also time the reference with its residual stream cast to bf16 (sift's autocast_residual)")
     p.add_argument("--batch", type=int, default=0, help="sequences per step (0: 32 for gpt2-small, 16 otherwise)")
     p.add_argument("--name", default="train_throughput", help="output file stem")
     args = p.parse_args()
@@ -263,13 +268,14 @@ def main() -> int:
             del m, opt, fwd
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        if not args.no_reference:
+        for ref_bf16 in [] if args.no_reference else [False, True] if args.reference_bf16_residual else [False]:
             torch.manual_seed(0)
-            ref = RefLM(base).cuda()
+            ref = RefLM(base, bf16_residual=ref_bf16).cuda()
             ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
             rc = torch.compile(ref)
+            rname = "reference (nn.Linear, SDPA, compile, fused AdamW)" + (" [bf16 residual]" if ref_bf16 else "")
             try:
-                results.append(run("reference (nn.Linear, SDPA, compile, fused AdamW)", rc, ropt,
+                results.append(run(rname, rc, ropt,
                                    lambda lg, t: F.cross_entropy(lg.float().view(-1, lg.shape[-1]), t.reshape(-1)), batch,
                                    1024, base.vocab_size, args.steps, ft))
             except Exception as exc:
@@ -277,7 +283,8 @@ def main() -> int:
             del ref, ropt, rc
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        ref_tps = next((v["tokens_per_s"] for v in results if v["impl"].startswith("reference") and "error" not in v), None)
+        ref_tps = next((v["tokens_per_s"] for v in results if v["impl"].startswith("reference (") and "error" not in v
+                        and "bf16" not in v["impl"]), None)
         for v in results:
             if ref_tps and "error" not in v:
                 v["vs_reference"] = v["tokens_per_s"] / ref_tps

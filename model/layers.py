@@ -213,9 +213,10 @@ class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
                  d_ff: int | None = None, rope_theta: float = 10000.0, attention: str = "auto", device=None, dtype=None,
                  num_kv_heads: int | None = None, qkv_bias: bool = False, tie_embeddings: bool = False,
-                 norm_eps: float = 1e-5, vocab_multiple: int = 64):
+                 norm_eps: float = 1e-5, vocab_multiple: int = 64, autocast_residual: bool = True):
         super().__init__()
         self.vocab_size, self.context_length = vocab_size, context_length
+        self.autocast_residual = autocast_residual
         # the embedding and LM head are padded to a multiple of 64 rows: GEMMs with an odd width (50,257) run on
         # slower kernels. The padded logits are never seen: forward returns the first vocab_size columns.
         self.padded_vocab = -(-vocab_size // vocab_multiple) * vocab_multiple if vocab_multiple > 1 else vocab_size
@@ -245,13 +246,17 @@ class TransformerLM(nn.Module):
                    cfg.rope_theta, cfg.attention, device=device, dtype=dtype,
                    num_kv_heads=getattr(cfg, "num_kv_heads", None), qkv_bias=getattr(cfg, "qkv_bias", False),
                    tie_embeddings=getattr(cfg, "tie_embeddings", False), norm_eps=getattr(cfg, "norm_eps", 1e-5),
-                   vocab_multiple=getattr(cfg, "vocab_multiple", 64))
+                   vocab_multiple=getattr(cfg, "vocab_multiple", 64),
+                   autocast_residual=getattr(cfg, "autocast_residual", True))
 
     def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None) -> Tensor:
         total = token_ids.shape[-1] + (cache.length if cache is not None else 0)
         if total > self.context_length:
             raise ValueError(f"sequence of {total} tokens exceeds the context length {self.context_length}")
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
+        if self.autocast_residual and torch.is_autocast_enabled(x.device.type):
+            # the residual stream in bf16: every block's adds and norm reads then move 2 bytes per element, not 4
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, cache.layers[i] if cache is not None else None)
         logits = self.lm_head(self.ln_final(x))  # (..., seq, padded vocab)

@@ -123,6 +123,19 @@ def evaluate(model, val: TokenDataset, cfg: TrainConfig, device, autocast) -> fl
     return float(np.mean(losses)) if losses else float("nan")
 
 
+def _as_started(mcfg: ModelConfig, out: Path, overrides: dict[str, Any]) -> ModelConfig:
+    """On resume, model settings added to sift after the run started keep the value the run was trained with
+    (recorded in its config.json), unless the command sets them explicitly."""
+    try:
+        saved = json.loads((out / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return mcfg
+    from model.config import LEGACY_DEFAULTS
+
+    keep = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in saved and k not in overrides}
+    return mcfg.with_(**keep) if keep else mcfg
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train on one process, or as one rank of an initialised torch.distributed group (Ray Train, torchrun):
     then every rank draws its own micro-batches (seed + rank), gradients are all-reduced in buckets during
@@ -146,6 +159,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
+    if cfg.resume and ckpt.exists():
+        mcfg = _as_started(mcfg, out, cfg.model)
     torch.manual_seed(cfg.seed)
     model = TransformerLM.from_config(mcfg, device=device)
     ddp = None

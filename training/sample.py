@@ -27,7 +27,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[Transformer
     payload = load_payload(checkpoint)
     if "model_config" not in payload:
         raise ValueError(f"{checkpoint}: not a sift pretrain checkpoint (no model_config)")
-    mcfg = ModelConfig(**payload["model_config"])
+    mcfg = ModelConfig.from_dict(payload["model_config"])
     model = TransformerLM.from_config(mcfg)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), payload

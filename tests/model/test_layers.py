@@ -169,3 +169,56 @@ def test_vocab_padding_is_invisible():
     torch.testing.assert_close(padded(ids), plain(ids))
     assert padded(ids).shape == (2, 16, 257)
     assert torch.count_nonzero(padded.lm_head.weight[257:]) == 0
+
+
+def test_autocast_residual_stream():
+    """autocast_residual: under autocast the blocks receive (and add into) a bf16 residual stream, the parameters and
+    their gradients stay fp32, and the loss stays close to the fp32-stream model's; without autocast it changes
+    nothing."""
+    from model.layers import TransformerLM
+    from training.optim import cross_entropy
+
+    cfg = preset("tiny", attention="reference")
+    assert cfg.autocast_residual  # the default
+    torch.manual_seed(0)
+    base = TransformerLM.from_config(cfg.with_(autocast_residual=False))
+    low = TransformerLM.from_config(cfg)
+    low.load_state_dict(base.state_dict())
+    ids = torch.randint(0, cfg.vocab_size, (4, 65))
+    x, y = ids[:, :-1], ids[:, 1:]
+    torch.testing.assert_close(low(x), base(x), atol=0, rtol=0)  # no autocast: the same model
+
+    seen: dict[str, list[torch.dtype]] = {"base": [], "low": []}
+    for key, m in (("base", base), ("low", low)):
+        for layer in m.layers:
+            layer.register_forward_pre_hook(lambda mod, args, key=key: seen[key].append(args[0].dtype))
+    losses = {}
+    for key, m in (("base", base), ("low", low)):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = cross_entropy(m(x).float(), y)
+        loss.backward()
+        losses[key] = loss.item()
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
+    assert seen["base"] == [torch.float32] * cfg.num_layers
+    assert seen["low"] == [torch.bfloat16] * cfg.num_layers
+    assert abs(losses["low"] - losses["base"]) < 0.02 * losses["base"]
+    cos = F.cosine_similarity(low.token_embeddings.weight.grad.flatten(), base.token_embeddings.weight.grad.flatten(), 0)
+    assert cos > 0.95
+
+
+def test_saved_configs_keep_the_behaviour_they_were_trained_with(tmp_path):
+    """A model config saved before a field existed loads with the value the older code behaved as; on resume a run
+    keeps it unless the command overrides it."""
+    from dataclasses import asdict
+
+    from training.pretrain import _as_started
+
+    old = {k: v for k, v in asdict(preset("tiny")).items() if k != "autocast_residual"}
+    assert ModelConfig.from_dict(old).autocast_residual is False
+    assert ModelConfig.from_dict(asdict(preset("tiny"))).autocast_residual is True
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"model": old}))
+    assert _as_started(preset("tiny"), tmp_path, {}).autocast_residual is False
+    assert _as_started(preset("tiny"), tmp_path, {"autocast_residual": True}).autocast_residual is True
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"model": asdict(preset("tiny"))}))
+    assert _as_started(preset("tiny"), tmp_path, {}).autocast_residual is True

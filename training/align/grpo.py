@@ -188,7 +188,7 @@ def load_policy(cfg: AlignConfig, vocab_size: int, device: torch.device) -> tupl
         payload = load_payload(cfg.checkpoint)
         if "model_config" not in payload:
             raise ValueError(f"{cfg.checkpoint}: not a sift checkpoint (no model_config)")
-        mcfg = ModelConfig(**payload["model_config"])
+        mcfg = ModelConfig.from_dict(payload["model_config"])
         model = TransformerLM.from_config(mcfg)
         model.load_state_dict(payload["model"])
     else:
@@ -207,7 +207,7 @@ class RolloutWorker:
         from pipelines.tokenize import load_tokenizer
 
         self.device = resolve_device(device)
-        self.model = TransformerLM.from_config(ModelConfig(**mcfg)).to(self.device)
+        self.model = TransformerLM.from_config(ModelConfig.from_dict(mcfg)).to(self.device)
         self.tok = load_tokenizer(tokenizer_spec)
 
     def set_weights(self, state: dict[str, torch.Tensor]) -> None:
