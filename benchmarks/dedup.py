@@ -55,10 +55,13 @@ def main() -> None:
     ap.add_argument("--only-signatures", action="store_true", help="part (a) only")
     ap.add_argument("--scaling", default="", help="corpus factors for (c), e.g. 1,4,16 (off by default: minutes)")
     ap.add_argument("--only-scaling", action="store_true", help="part (c) only")
+    ap.add_argument("--shuffle-strategies", default="sort_shuffle_pull_based",
+                    help="(c): Ray Data shuffle strategies to compare, comma-separated ('' entry = Ray's default)")
     args = ap.parse_args()
     texts = [t for p in sorted(glob.glob(args.files)) for r in read_warc_rows(p)[0] if (t := extract_text(r.html))]
     if args.only_scaling:
-        scaling_benchmark(texts, tuple(int(f) for f in (args.scaling or "1,4,16").split(",")))
+        scaling_benchmark(texts, tuple(int(f) for f in (args.scaling or "1,4,16").split(",")),
+                          tuple(args.shuffle_strategies.split(",")))
         return
     words = sum(len(t.split()) for t in texts) / len(texts)
     print(f"{len(texts)} real page texts ({words:.0f} words each on average); 128 permutations, 5-word shingles; one core\n")
@@ -79,7 +82,7 @@ def main() -> None:
         return
     pair_benchmark(texts[: args.pair_docs])
     if args.scaling:
-        scaling_benchmark(texts, tuple(int(f) for f in args.scaling.split(",")))
+        scaling_benchmark(texts, tuple(int(f) for f in args.scaling.split(",")), tuple(args.shuffle_strategies.split(",")))
 
 
 
@@ -233,7 +236,7 @@ class DriverRSS:
         self.peak = max(self.peak, self._rss())
 
 
-def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
+def scaling_benchmark(texts: list[str], factors=(1, 4, 16), strategies: tuple[str, ...] = ("sort_shuffle_pull_based",)) -> None:
     import tempfile
 
     import ray
@@ -245,19 +248,21 @@ def scaling_benchmark(texts: list[str], factors=(1, 4, 16)) -> None:
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     print("\n(c) sift dedup (exact + fuzzy + lines) on an embedded Ray with 2 CPUs")
-    print(f"{'corpus':>8} {'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak worker RSS MB':>19} {'peak total RSS MB':>18}"
+    print(f"{'corpus':>8} {'shuffle':>24} {'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak worker RSS MB':>19} {'peak total RSS MB':>18}"
           f" {'peak worker private MB':>23} {'driver RSS growth MB':>21}")
     for factor in factors:
         with tempfile.TemporaryDirectory() as tmp:
             n = _write_corpus(texts, factor, Path(tmp) / "in")
-            with RSSSampler(every=0.2) as sampler, DriverRSS(every=0.2) as driver:
-                t0 = time.perf_counter()
-                # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
-                dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / "out"), local_max_docs=0))
-                wall = time.perf_counter() - t0
-            peak = sampler.peak
-            print(f"{str(factor) + 'x':>8} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['workers']:18.0f}"
-                  f" {peak['private']:23.0f} {driver.growth_mb:21.0f}")
+            for strategy in strategies:
+                with RSSSampler(every=0.2) as sampler, DriverRSS(every=0.2) as driver:
+                    t0 = time.perf_counter()
+                    # local_max_docs=0: the Ray Data path even for the small corpora (as on a cluster)
+                    dedup_run(DedupConfig(input=str(Path(tmp) / "in"), output=str(Path(tmp) / f"out-{strategy}"),
+                                          local_max_docs=0, shuffle_strategy=strategy))
+                    wall = time.perf_counter() - t0
+                peak = sampler.peak
+                print(f"{str(factor) + 'x':>8} {strategy or 'Ray default':>24} {n:>10,} {wall:8.1f} {n / wall:8.0f} {peak['worker']:19.0f} {peak['workers']:18.0f}"
+                      f" {peak['private']:23.0f} {driver.growth_mb:21.0f}", flush=True)
     ray.shutdown()
 
 

@@ -192,3 +192,19 @@ def test_place_keys_are_exact_and_agree_between_columns_and_strings(curated):
         keys.of_places([f"{keys.sources[0]}#{1 << OFFSET_BITS}"])
     with pytest.raises(ValueError, match="does not hold"):
         keys.of_batch(pa.table({"source_file": ["elsewhere.warc.gz"], "record_offset": pa.array([0], pa.int64())}))
+
+
+def test_shuffle_strategy_is_checked_and_restored():
+    """Every allowed shuffle strategy is one of Ray Data's; a typo is an error when the config is made; the
+    strategy is set only while the plan runs."""
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    assert {ShuffleStrategy(s) for s in dedup.SHUFFLE_STRATEGIES if s} <= set(ShuffleStrategy)
+    with pytest.raises(ValueError, match="shuffle_strategy 'sort'"):
+        DedupConfig(shuffle_strategy="sort")
+    ctx = DataContext.get_current()
+    before = ctx.shuffle_strategy
+    with dedup._shuffle_strategy("hash_shuffle" if before != ShuffleStrategy.HASH_SHUFFLE else "shuffle_v2"):
+        assert ctx.shuffle_strategy != before
+    assert ctx.shuffle_strategy == before
