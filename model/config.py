@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from model.layers import default_d_ff
+
+def default_d_ff(d_model: int) -> int:
+    """≈ 8/3 d_model rounded to a multiple of 64 (the SwiGLU size that keeps FLOPs equal to a 4x MLP)."""
+    return max(64, int(round(8 * d_model / 3 / 64)) * 64)
 
 
 @dataclass(frozen=True)

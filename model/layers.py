@@ -13,6 +13,8 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
+from model.config import default_d_ff  # noqa: F401 - re-exported (the SwiGLU default width)
+
 
 def _trunc_normal_(w: Tensor, std: float) -> Tensor:
     return nn.init.trunc_normal_(w, mean=0.0, std=std, a=-3 * std, b=3 * std)
@@ -69,11 +71,6 @@ class RMSNorm(nn.Module):
 
 def silu(x: Tensor) -> Tensor:
     return x * torch.sigmoid(x)
-
-
-def default_d_ff(d_model: int) -> int:
-    """≈ 8/3 d_model rounded to a multiple of 64 (the SwiGLU size that keeps FLOPs equal to a 4x MLP)."""
-    return max(64, int(round(8 * d_model / 3 / 64)) * 64)
 
 
 class SwiGLU(nn.Module):

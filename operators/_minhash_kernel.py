@@ -31,7 +31,9 @@ def available() -> bool:
     return numba is not None
 
 
-def _kernel(data, byte_action, seq_keys, seq_actions, a, b, ngram, out, has):  # pragma: no cover - compiled
+def _kernel(data, byte_action, seq_keys, seq_actions, a, b, ngram, out, has, sh_out, sh_doc, sh_n):  # pragma: no cover
+    # with a non-empty `sh_out`, each shingle's 32-bit hash (and its document in `sh_doc`) is stored instead of
+    # being permuted into `out`; sh_n[0] counts them
     num_perm = a.shape[0]
     n = data.shape[0]
     n_keys = seq_keys.shape[0]
@@ -103,11 +105,11 @@ def _kernel(data, byte_action, seq_keys, seq_actions, a, b, ngram, out, has):  #
                 h = np.uint64(0)
                 in_word = False
                 if words >= ngram:
-                    _emit(g, a64, b64, num_perm, m32, out, doc)
+                    _emit(g, a64, b64, num_perm, m32, out, doc, sh_out, sh_doc, sh_n)
                     has[doc] = True
             if act == DOC_END:  # end of document: a short document is one shingle of all its words
                 if 0 < words < ngram:
-                    _emit(g, a64, b64, num_perm, m32, out, doc)
+                    _emit(g, a64, b64, num_perm, m32, out, doc, sh_out, sh_doc, sh_n)
                     has[doc] = True
                 doc += 1
                 words = 0
@@ -117,14 +119,20 @@ def _kernel(data, byte_action, seq_keys, seq_actions, a, b, ngram, out, has):  #
         i += step
 
 
-def _emit(g, a64, b64, num_perm, m32, out, doc):  # pragma: no cover - compiled
-    # fmix64, low 32 bits
+def _emit(g, a64, b64, num_perm, m32, out, doc, sh_out, sh_doc, sh_n):  # pragma: no cover - compiled
+    # fmix64, low 32 bits: the shingle's hash (shingle_hash32)
     g ^= g >> np.uint64(33)
     g *= np.uint64(0xFF51AFD7ED558CCD)
     g ^= g >> np.uint64(33)
     g *= np.uint64(0xC4CEB9FE1A85EC53)
     g ^= g >> np.uint64(33)
     x = g & m32
+    if sh_out.shape[0]:
+        k = sh_n[0]
+        sh_out[k] = np.uint32(x)
+        sh_doc[k] = doc
+        sh_n[0] = k + 1
+        return
     # fmix32
     x ^= x >> np.uint64(16)
     x = (x * np.uint64(2246822507)) & m32
@@ -148,6 +156,20 @@ def minhash_batch(data: bytes, n_docs: int, byte_action: np.ndarray, seq_keys: n
     """Signatures (n_docs, num_perm) uint32 and has-shingles flags of NUL-separated prepared documents."""
     out = np.full((n_docs, len(a)), 0xFFFFFFFF, np.uint32)
     has = np.zeros(n_docs, np.bool_)
+    none = np.zeros(0, np.uint32)
     _kernel(np.frombuffer(data, np.uint8), byte_action, seq_keys.astype(np.int64), seq_actions.astype(np.int8),
-            a, b, int(ngram), out, has)
+            a, b, int(ngram), out, has, none, np.zeros(0, np.int64), np.zeros(1, np.int64))
     return out, has
+
+
+def shingle_batch(data: bytes, n_docs: int, byte_action: np.ndarray, seq_keys: np.ndarray, seq_actions: np.ndarray,
+                  ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shingle hashes uint32, document index int64) of NUL-separated prepared documents, in document order: the
+    same pass as `minhash_batch`, keeping each shingle's hash instead of permuting it."""
+    x = np.frombuffer(data, np.uint8)
+    cap = len(x) // 2 + n_docs + 2  # a shingle ends a word of >= 1 byte plus a separator, or ends a short document
+    sh_out, sh_doc, sh_n = np.empty(cap, np.uint32), np.empty(cap, np.int64), np.zeros(1, np.int64)
+    empty = np.zeros(0, np.uint32)
+    _kernel(x, byte_action, seq_keys.astype(np.int64), seq_actions.astype(np.int8), empty, empty, int(ngram),
+            np.zeros((n_docs, 0), np.uint32), np.zeros(n_docs, np.bool_), sh_out, sh_doc, sh_n)
+    return sh_out[: sh_n[0]], sh_doc[: sh_n[0]]

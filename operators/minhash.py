@@ -270,6 +270,36 @@ def _batch_shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.
     return hv[order], dv[order]
 
 
+def shingle_sets(texts: list[str], ngram: int, batch_bytes: int = 1 << 20,
+                 backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Every document's set of shingle hashes, sorted: (values uint32, offsets int64 of length len(texts) + 1), so
+    document i's set is values[offsets[i]:offsets[i + 1]], equal to `np.unique(shingle_hashes(normalize_bytes(t),
+    ngram))`. Batched like `signatures` (one pass of the byte rules and word hashes per ~`batch_bytes` of text),
+    with the same compiled kernel when `backend` allows ("auto", "numba" or "numpy")."""
+    from operators import _minhash_kernel as kernel
+
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be auto, numba or numpy, not {backend!r}")
+    compiled = backend == "numba" or (backend == "auto" and kernel.available())
+    values, counts = [], np.zeros(len(texts), np.int64)
+    for start, stop in _batches(texts, batch_bytes):
+        if compiled:
+            hv, dv = kernel.shingle_batch(_prepare_batch(texts[start:stop]), stop - start, _BYTE_ACTION, _SEQ_KEYS,
+                                          _SEQ_ACTIONS, ngram)
+        else:
+            hv, dv = _batch_shingle_hashes(texts[start:stop], ngram)
+        key = (dv.astype(np.uint64) << np.uint64(32)) | hv  # by document, then hash: one sort of 64-bit keys
+        key.sort()
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        key = key[first]
+        values.append((key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        counts[start:stop] = np.bincount((key >> np.uint64(32)).astype(np.int64), minlength=stop - start)
+    offsets = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return (np.concatenate(values) if values else np.zeros(0, np.uint32)), offsets
+
+
 def _prepare_batch(texts: list[str]) -> bytes:
     """The batch's documents lower-cased, NFD (when not ASCII), UTF-8, joined by NUL.
 

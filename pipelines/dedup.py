@@ -220,17 +220,17 @@ def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | Non
     """Each document's shingle set as one row; with `only` (a sorted key array, or its object-store reference),
     just the documents in some candidate pair (the others are never verified, so their shingles need not be
     computed or shuffled)."""
-    from operators.minhash import normalize_bytes, shingle_hashes
+    from operators.minhash import shingle_sets
 
     places, texts = _places(batch), batch.column("text").to_pylist()
     if only is not None and batch.num_rows:
         keep = np.flatnonzero(_in_keys(batch, only, keys))
         places, texts = [places[i] for i in keep], [texts[i] for i in keep]
-    sets = [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in texts]
+    values, offsets = shingle_sets(texts, ngram)
     return pa.table({
         "place": pa.array(places, pa.string()),
-        "pair": pa.array([""] * len(sets), pa.string()),
-        "shingles": _uint32_lists(sets),
+        "pair": pa.array([""] * len(texts), pa.string()),
+        "shingles": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32())),
     })
 
 

@@ -40,13 +40,10 @@ from pipelines.dedup import DedupConfig
 from pipelines.io import OutputDir
 from pipelines.layout import PIPELINE_FILE
 from pipelines.tokenize import TokenizeConfig
-from training.align.grpo import COMMANDS as ALIGN_STEPS
-from training.align.grpo import AlignConfig
-from training.pretrain import TrainConfig
+from training.configs import ALIGN_COMMANDS, AlignConfig, TrainConfig  # torch-free: a curation driver needs no torch
 from training.sweep import SweepConfig
 
 STAGES = ("curate", "dedup", "tokenize", "pretrain", "sweep", "align")
-ALIGN_COMMANDS = tuple(ALIGN_STEPS)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,50 +30,13 @@ import torch
 from model.config import ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
 from pipelines.config import parse_set, resolve
+from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, validation_batches
 from training.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
 
 # dense bf16 peak of the cards MFU is reported against (FLOP/s)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    shards: str = ""
-    """A finished `sift tokenize` output folder (tokens/manifest.json), or a flat uint16 token file."""
-    output: str = ""
-    preset: str = "tiny"
-    model: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the preset's ModelConfig fields (vocab_size comes from the shards' tokenizer)."""
-    steps: int = 300
-    batch_size: int = 16
-    context_length: int = 64
-    grad_accum: int = 1
-    max_lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 50
-    eval_batches: int = 8
-    checkpoint_every: int = 100
-    device: str = "auto"
-    compile: bool = False
-    compile_mode: str = "model"
-    """model: one graph (fastest: 319k vs 242k tokens/s for gpt2-small on an H100); with DDP all gradients then appear
-    at the end of backward and their buckets are all-reduced without overlap. blocks: each transformer block compiled
-    on its own, so buckets are all-reduced while earlier blocks are still in backward (for slow interconnects)."""
-    resume: bool = False
-    zero1: bool = False
-    """With several workers: shard the optimizer state across them (ZeRO-1)."""
-    bucket_mb: float = 25.0
-    """With several workers: gradient all-reduce bucket size (buckets are reduced during the backward pass)."""
-    stop_after: int = 0
-    """Stop this invocation after so many steps (0: run to `steps`); with --resume, a time-limited or
-    preemptible job continues in the next invocation exactly as if it had not stopped."""
 
 
 def resolve_device(name: str) -> torch.device:

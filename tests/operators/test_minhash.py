@@ -18,7 +18,9 @@ from operators.minhash import (
     normalize_text,
     permutations,
     shingle_hash32,
+    normalize_bytes,
     shingle_hashes,
+    shingle_sets,
     shingles,
     signatures,
 )
@@ -161,3 +163,34 @@ def test_compiled_kernel_equals_numpy(texts, ngram):
 def test_bad_backend():
     with pytest.raises(ValueError, match="backend"):
         signatures(["x"], backend="gpu")
+
+
+def _reference_sets(texts: list[str], ngram: int) -> list[np.ndarray]:
+    return [np.unique(shingle_hashes(normalize_bytes(t), ngram)) for t in texts]
+
+
+def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    assert offsets[0] == 0 and offsets[-1] == len(values) and np.all(np.diff(offsets) >= 0)
+    return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shingle_sets_equal_one_document_at_a_time_on_real_pages(page_texts, backend):
+    """The batched shingle sets (what dedup's pair verification compares) are each page's own sorted unique set."""
+    values, offsets = shingle_sets(page_texts, 5, batch_bytes=50_000, backend=backend)
+    assert values.dtype == np.uint32 and len(offsets) == len(page_texts) + 1
+    for got, want in zip(_split(values, offsets), _reference_sets(page_texts, 5)):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(max_size=150) | st.sampled_from(["", " ", "a", "ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ", "a\x00b c d e",
+                                                               "e\u0301 x y"]), max_size=8),
+       ngram=st.integers(1, 6), batch_bytes=st.sampled_from([40, 1 << 20]))
+def test_shingle_sets_property(texts, ngram, batch_bytes, backend):
+    values, offsets = shingle_sets(texts, ngram, batch_bytes=batch_bytes, backend=backend)
+    got = _split(values, offsets)
+    assert len(got) == len(texts)
+    for g, want in zip(got, _reference_sets(texts, ngram)):
+        assert np.array_equal(g, want)

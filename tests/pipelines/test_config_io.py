@@ -145,3 +145,24 @@ def test_a_config_read_back_from_json_equals_the_original():
         resolve(CurateConfig, None, {"gopher.max_top_ngram_char_frac": {"two": 0.2}})
     with pytest.raises(ValueError, match=r"gopher.max_dup_ngram_char_frac.5: expected a number"):
         resolve(CurateConfig, None, {"gopher.max_dup_ngram_char_frac": {"5": "high"}})
+
+
+def test_the_job_driver_imports_no_torch():
+    """`sift run` validates every stage's config up front, yet a curation driver does not load torch (~1.5 s):
+    the training configs live in torch-free training.configs, re-exported where they run."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, pipelines.run, pipelines.curate, pipelines.dedup, pipelines.tokenize; "
+            "print(sorted(m for m in ('torch', 'triton') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    from training.align.grpo import COMMANDS, AlignConfig
+    from training.configs import ALIGN_COMMANDS
+    from training.configs import AlignConfig as Same
+    from training.pretrain import TrainConfig
+
+    assert tuple(COMMANDS) == ALIGN_COMMANDS and AlignConfig is Same and TrainConfig.__module__ == "training.configs"

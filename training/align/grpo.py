@@ -31,6 +31,7 @@ from model.config import ModelConfig, preset
 from model.generate import generate
 from model.layers import TransformerLM
 from training.checkpoint import load_payload
+from training.configs import ALIGN_COMMANDS, TEMPLATES, AlignConfig  # noqa: F401 - re-exported
 from training.align.core import (
     compute_dpo_loss, compute_group_normalized_rewards, sequence_log_probs, get_response_log_probs, grpo_microbatch_train_step, masked_mean,
     sft_microbatch_train_step, tokenize_prompt_and_output,
@@ -40,81 +41,6 @@ from training.align.rewards import (
 )
 from training.optim import AdamW, clip_gradients
 from training.pretrain import resolve_device
-
-TEMPLATES = {
-    "r1_zero": None,  # rewards.PROMPT, the DeepSeek-R1-Zero style instruction
-    "plain": "{question}\n<think>",  # short, for small models with short contexts
-}
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    output: str = ""
-    tokenizer: str = ""
-    """A tokenizer folder (`sift train-tokenizer` output) or "gpt2"."""
-    checkpoint: str = ""
-    """A `sift pretrain` (or `sift align sft`) checkpoint, or a Hugging Face Llama/Mistral/Qwen2 folder
-    (model/hf.py); empty: a fresh model of `preset` (tests, smoke runs)."""
-    preset: str = "tiny"
-    model: dict[str, Any] | None = None
-    task: str = "arithmetic"
-    """arithmetic (generated, `difficulty`), gsm8k or countdown (from `data` JSONL files)."""
-    data: str = ""
-    difficulty: int = 1
-    template: str = "plain"
-    train_size: int = 512
-    eval_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    # SFT
-    sft_steps: int = 100
-    sft_batch_size: int = 16
-    # GRPO
-    grpo_steps: int = 20
-    rollout_batch_size: int = 16
-    group_size: int = 4
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-    epochs_per_rollout_batch: int = 1
-    micro_batch_size: int = 8
-    loss_type: str = "reinforce_with_baseline"
-    cliprange: float = 0.2
-    use_std_normalization: bool = True
-    save_pairs: bool = True
-    """Append (chosen, rejected) pairs from groups with mixed rewards to <output>/pairs.jsonl (for DPO)."""
-    format_bonus: float = 0.0
-    """Added to the reward of a well-formed response (0: the answer alone counts, the R1-Zero rule)."""
-    advantage_eps: float = 1e-6
-    length_normalization: str = "mean"
-    eval_every: int = 5
-    use_ray: bool = True
-    # expert iteration
-    ei_steps: int = 5
-    ei_sft_epochs: int = 2
-    # DPO
-    dpo_steps: int = 50
-    dpo_batch_size: int = 16
-    dpo_beta: float = 0.1
-    pairs: str = ""
-    """JSONL of {"prompt", "chosen", "rejected"}; empty: pairs built from the task (the reference solution against
-    the same worked solution with a wrong final answer)."""
-    rollout_gpus: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.task not in ("arithmetic", "gsm8k", "countdown"):
-            raise ValueError(f"task {self.task!r}: arithmetic, gsm8k or countdown")
-        if self.template not in TEMPLATES:
-            raise ValueError(f"template {self.template!r}: one of {', '.join(TEMPLATES)}")
-        if self.rollout_batch_size % self.group_size:
-            raise ValueError("rollout_batch_size must be a multiple of group_size")
-        if self.loss_type not in ("no_baseline", "reinforce_with_baseline", "grpo_clip"):
-            raise ValueError(f"loss_type {self.loss_type!r}")
-        if self.loss_type != "grpo_clip" and self.epochs_per_rollout_batch > 1:
-            raise ValueError("several epochs per rollout batch are off-policy: use loss_type grpo_clip")
-
 
 # ------------------------------------------------------------------------------------------ tasks
 
