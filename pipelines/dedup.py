@@ -281,6 +281,34 @@ def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
                      "similarity": pa.array([similarity] if keep else [], pa.float64())})
 
 
+def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) -> pa.Table:
+    """The in-process path's pair verification: the exact Jaccard of `_attach_shingles` + `_verify_pair` (a pair
+    whose side is missing or has no shingles scores 0), read straight from the one table of shingle sets."""
+    empty = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string()),
+                      "similarity": pa.array([], pa.float64())})
+    if not pairs.num_rows or not shingles.num_rows:
+        return empty
+    column = shingles.column("shingles").combine_chunks()
+    values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
+    row_of = {p: i for i, p in enumerate(shingles.column("place").to_pylist())}
+    kept_a, kept_b, similarity = [], [], []
+    for a, b in zip(pairs.column("a").to_pylist(), pairs.column("b").to_pylist()):
+        ia, ib = row_of.get(a), row_of.get(b)
+        if ia is None or ib is None:
+            continue
+        sa, sb = values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]]
+        if not len(sa) or not len(sb):
+            continue
+        inter = len(np.intersect1d(sa, sb, assume_unique=True))
+        sim = inter / (len(sa) + len(sb) - inter)
+        if sim >= threshold:
+            kept_a.append(a)
+            kept_b.append(b)
+            similarity.append(sim)
+    return pa.table({"a": pa.array(kept_a, pa.string()), "b": pa.array(kept_b, pa.string()),
+                     "similarity": pa.array(similarity, pa.float64())}) if kept_a else empty
+
+
 def _rows_at(batch: pa.Table, places: pa.Array) -> pa.Table:
     return batch.filter(pc.is_in(batch.column("place"), value_set=places))
 
@@ -417,12 +445,16 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
     if not len(candidates):
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
     only = _share(candidates, local)
-    sides = unique.map_batches(_side_rows, batch_format="pyarrow")
     shingle_rows = docs.map_batches(functools.partial(_shingle_rows, ngram=cfg.ngram, only=only, keys=place_keys),
                                     batch_format="pyarrow")
-    attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
-    verified = attached.groupby("pair", num_partitions=partitions).map_groups(
-        functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
+    if local:  # one table of shingle sets: each pair reads both sides from it (no per-pair tables)
+        verified = _dataset_like(docs, _verify_in_process(unique.table, shingle_rows.table, cfg.jaccard_threshold))
+    else:
+        sides = unique.map_batches(_side_rows, batch_format="pyarrow")
+        attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(
+            _attach_shingles, batch_format="pyarrow")
+        verified = attached.groupby("pair", num_partitions=partitions).map_groups(
+            functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
     if not verified.count():
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
     if verified.count() >= cfg.distributed_cc_min_edges:
