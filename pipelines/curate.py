@@ -249,6 +249,18 @@ def _node_id() -> str:
         return ""
 
 
+def largest_first(units: list[dict]) -> list[dict]:
+    """Local files in decreasing size (ties and remote files in their listed order): workers take files as they free
+    up, so starting with the largest leaves the smallest for the end and the workers finish closer together."""
+    def size(u: dict) -> int:
+        try:
+            return -os.path.getsize(u["path"]) if "://" not in u["path"] else 0
+        except OSError:
+            return 0
+
+    return sorted(units, key=size)
+
+
 def curate_dataset(pending: list[dict], cfg: CurateConfig, workers: int):
     """The Ray Data plan of a curate run: one row per file in `pending`, mapped by a pool of `workers`
     `CurateShard` actors (one CPU each) to a row of timings.
@@ -290,7 +302,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         out.makedirs(EXCLUSIONS_DIR)
     units = [{"path": p, "shard": shard_name(p)} for p in inputs]
     done = set(out.list(STATS_DIR, suffix=".json"))
-    pending = [u for u in units if f"{u['shard']}.json" not in done]
+    pending = largest_first([u for u in units if f"{u['shard']}.json" not in done])
     meta = run_metadata(asdict(cfg), cfg.output_hash())
     out.write_json({**meta, "status": "running", "inputs": len(units), "pending": len(pending)}, "run.json")
 

@@ -166,3 +166,15 @@ def test_the_job_driver_imports_no_torch():
     from training.pretrain import TrainConfig
 
     assert tuple(COMMANDS) == ALIGN_COMMANDS and AlignConfig is Same and TrainConfig.__module__ == "training.configs"
+
+
+def test_curate_hands_out_the_largest_files_first(tmp_path):
+    from pipelines.curate import largest_first
+
+    sizes = {"a.warc.gz": 10, "b.warc.gz": 300, "c.warc.gz": 20}
+    for name, n in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * n)
+    units = [{"path": str(tmp_path / n)} for n in sorted(sizes)] + [{"path": "s3://bucket/d.warc.gz"},
+                                                                   {"path": str(tmp_path / "gone.warc.gz")}]
+    order = [os.path.basename(u["path"]) for u in largest_first(units)]
+    assert order == ["b.warc.gz", "c.warc.gz", "a.warc.gz", "d.warc.gz", "gone.warc.gz"]
