@@ -251,9 +251,11 @@ class TransformerLM(nn.Module):
         if total > self.context_length:
             raise ValueError(f"sequence of {total} tokens exceeds the context length {self.context_length}")
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
-        if self.autocast_residual and torch.is_autocast_enabled(x.device.type):
+        if (self.autocast_residual and torch.is_autocast_enabled(x.device.type)
+                and torch.get_autocast_dtype(x.device.type) == torch.bfloat16):
             # the residual stream in bf16: every block's adds and norm reads then move 2 bytes per element, not 4
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+            # (not under fp16 autocast: a residual stream that large would overflow fp16's range)
+            x = x.to(torch.bfloat16)
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, cache.layers[i] if cache is not None else None)
         logits = self.lm_head(self.ln_final(x))  # (..., seq, padded vocab)

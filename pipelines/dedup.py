@@ -71,7 +71,8 @@ class DedupConfig:
     num_cpus: int | None = None
     """Size of the embedded local Ray (ignored with RAY_ADDRESS)."""
     shuffle_partitions: int = 0
-    """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs."""
+    """Hash partitions of the groupby shuffles; 0 = twice the cluster's CPUs. Only the hash strategies (shuffle_v2,
+    hash_shuffle) use it: the sort shuffles make as many partitions as their input has blocks."""
     shuffle_strategy: str = "sort_shuffle_pull_based"
     """Ray Data's shuffle for the groupbys (a `ray.data.context.ShuffleStrategy` value; "" = Ray's default, now
     shuffle_v2). The output is the same with any of them; the pull-based sort shuffle needs no aggregator actors:
@@ -290,7 +291,9 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) ->
         return empty
     column = shingles.column("shingles").combine_chunks()
     values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
-    row_of = {p: i for i, p in enumerate(shingles.column("place").to_pylist())}
+    row_of: dict[str, int] = {}
+    for i, p in enumerate(shingles.column("place").to_pylist()):
+        row_of.setdefault(p, i)  # the first row of a place, as `_attach_shingles` takes
     kept_a, kept_b, similarity = [], [], []
     for a, b in zip(pairs.column("a").to_pylist(), pairs.column("b").to_pylist()):
         ia, ib = row_of.get(a), row_of.get(b)

@@ -95,7 +95,9 @@ def _as_started(mcfg: ModelConfig, out: Path, overrides: dict[str, Any]) -> Mode
         return mcfg
     from model.config import LEGACY_DEFAULTS
 
-    keep = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in saved and k not in overrides}
+    # the value the run was started with: as recorded (a resumed run rewrites config.json with it), else the
+    # behaviour of the code that wrote a config without the field
+    keep = {k: saved.get(k, old) for k, old in LEGACY_DEFAULTS.items() if k not in overrides}
     return mcfg.with_(**keep) if keep else mcfg
 
 

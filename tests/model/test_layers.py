@@ -202,6 +202,10 @@ def test_autocast_residual_stream():
         assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
     assert seen["base"] == [torch.float32] * cfg.num_layers
     assert seen["low"] == [torch.bfloat16] * cfg.num_layers
+    seen["low"].clear()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):  # fp16 autocast: the stream stays fp32
+        low(x)
+    assert seen["low"] == [torch.float32] * cfg.num_layers
     assert abs(losses["low"] - losses["base"]) < 0.02 * losses["base"]
     cos = F.cosine_similarity(low.token_embeddings.weight.grad.flatten(), base.token_embeddings.weight.grad.flatten(), 0)
     assert cos > 0.95
@@ -222,3 +226,6 @@ def test_saved_configs_keep_the_behaviour_they_were_trained_with(tmp_path):
     assert _as_started(preset("tiny"), tmp_path, {"autocast_residual": True}).autocast_residual is True
     (tmp_path / "config.json").write_text(__import__("json").dumps({"model": asdict(preset("tiny"))}))
     assert _as_started(preset("tiny"), tmp_path, {}).autocast_residual is True
+    # a second resume: the first one rewrote config.json with the kept False, which must hold again
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"model": {**old, "autocast_residual": False}}))
+    assert _as_started(preset("tiny"), tmp_path, {}).autocast_residual is False
