@@ -270,6 +270,15 @@ def _batch_shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.
     return hv[order], dv[order]
 
 
+def _use_kernel(backend: str) -> bool:
+    """True for the compiled kernel: "numba", or "auto" where numba is installed; False for "numpy"."""
+    from operators import _minhash_kernel as kernel
+
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be auto, numba or numpy, not {backend!r}")
+    return backend == "numba" or (backend == "auto" and kernel.available())
+
+
 def shingle_sets(texts: list[str], ngram: int, batch_bytes: int = 1 << 20,
                  backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Every document's set of shingle hashes, sorted: (values uint32, offsets int64 of length len(texts) + 1), so
@@ -278,9 +287,7 @@ def shingle_sets(texts: list[str], ngram: int, batch_bytes: int = 1 << 20,
     with the same compiled kernel when `backend` allows ("auto", "numba" or "numpy")."""
     from operators import _minhash_kernel as kernel
 
-    if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f"backend must be auto, numba or numpy, not {backend!r}")
-    compiled = backend == "numba" or (backend == "auto" and kernel.available())
+    compiled = _use_kernel(backend)
     values, counts = [], np.zeros(len(texts), np.int64)
     for start, stop in _batches(texts, batch_bytes):
         if compiled:
@@ -340,11 +347,9 @@ def signatures(
     """
     from operators import _minhash_kernel as kernel
 
-    if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f"backend must be auto, numba or numpy, not {backend!r}")
     cfg = cfg or MinHashConfig()
     a, b = permutations(cfg.num_perm, cfg.seed)
-    if backend == "numba" or (backend == "auto" and kernel.available()):
+    if _use_kernel(backend):
         out = np.empty((len(texts), cfg.num_perm), np.uint32)
         has = np.zeros(len(texts), bool)
         for start, stop in _batches(texts, batch_bytes):

@@ -271,24 +271,24 @@ def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
     column = group.column("shingles").combine_chunks()
     sets = [_list_values(column, i) for i in range(len(column))]
     pair = group.column("pair")[0].as_py()
-    if len(sets) != 2 or not len(sets[0]) or not len(sets[1]):
-        similarity = 0.0
-    else:
-        inter = len(np.intersect1d(sets[0], sets[1], assume_unique=True))
-        similarity = inter / (len(sets[0]) + len(sets[1]) - inter)
+    similarity = _jaccard(*sets) if len(sets) == 2 else 0.0
     keep = similarity >= threshold
     a, b = pair.split("|", 1)
     return pa.table({"a": pa.array([a] if keep else [], pa.string()), "b": pa.array([b] if keep else [], pa.string()),
                      "similarity": pa.array([similarity] if keep else [], pa.float64())})
 
 
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two sorted unique shingle-hash arrays; 0 when either is empty."""
+    if not len(a) or not len(b):
+        return 0.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
 def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) -> pa.Table:
-    """The in-process path's pair verification: the exact Jaccard of `_attach_shingles` + `_verify_pair` (a pair
-    whose side is missing or has no shingles scores 0), read straight from the one table of shingle sets."""
-    empty = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string()),
-                      "similarity": pa.array([], pa.float64())})
-    if not pairs.num_rows or not shingles.num_rows:
-        return empty
+    """The in-process path's pair verification: what `_attach_shingles` + `_verify_pair` give (a pair whose side
+    is missing scores 0), read straight from the one table of shingle sets."""
     column = shingles.column("shingles").combine_chunks()
     values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
     row_of: dict[str, int] = {}
@@ -299,17 +299,13 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) ->
         ia, ib = row_of.get(a), row_of.get(b)
         if ia is None or ib is None:
             continue
-        sa, sb = values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]]
-        if not len(sa) or not len(sb):
-            continue
-        inter = len(np.intersect1d(sa, sb, assume_unique=True))
-        sim = inter / (len(sa) + len(sb) - inter)
+        sim = _jaccard(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
         if sim >= threshold:
             kept_a.append(a)
             kept_b.append(b)
             similarity.append(sim)
     return pa.table({"a": pa.array(kept_a, pa.string()), "b": pa.array(kept_b, pa.string()),
-                     "similarity": pa.array(similarity, pa.float64())}) if kept_a else empty
+                     "similarity": pa.array(similarity, pa.float64())})
 
 
 def _rows_at(batch: pa.Table, places: pa.Array) -> pa.Table:

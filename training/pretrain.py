@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import ModelConfig, forward_flops_per_token, parameter_count, preset
+from model.config import LEGACY_DEFAULTS, ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
 from pipelines.config import parse_set, resolve
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
@@ -93,8 +93,6 @@ def _as_started(mcfg: ModelConfig, out: Path, overrides: dict[str, Any]) -> Mode
         saved = json.loads((out / "config.json").read_text())["model"]
     except (OSError, ValueError, KeyError):
         return mcfg
-    from model.config import LEGACY_DEFAULTS
-
     # the value the run was started with: as recorded (a resumed run rewrites config.json with it), else the
     # behaviour of the code that wrote a config without the field
     keep = {k: saved.get(k, old) for k, old in LEGACY_DEFAULTS.items() if k not in overrides}
