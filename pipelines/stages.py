@@ -14,8 +14,10 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from operators import _gopher_kernel
 from operators.blocklist import BlocklistConfig, URLBlocklist
 from operators.classifier import ClassifierConfig, FastTextClassifier, score_reject_reason
 from operators.extract import ExtractConfig, Extractor, Rejected
@@ -192,6 +194,8 @@ class GopherStage(DocStage):
 
     def __init__(self, cfg: GopherConfig):
         self.cfg = cfg
+        if _gopher_kernel.available():  # load (or compile) the n-gram kernel now, not inside the first file
+            _gopher_kernel.ngram_stats(np.arange(4, dtype=np.uint64) % 2, np.ones(4, np.int64), 2)
 
     def decide(self, doc: Doc, stats: Counter) -> str | None:
         return gopher_reject_reason(doc["text"], self.cfg)

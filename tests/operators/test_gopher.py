@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import _gopher_kernel
 from operators.gopher import (
     GopherConfig,
+    _Words,
     dup_ngram_char_frac,
     gopher_evidence,
     gopher_quality_ok,
@@ -243,3 +245,46 @@ def test_evidence_always_breaks_its_limit(n_words, repeat, bullets, ellipses, ha
     reason = gopher_reject_reason(text)
     if reason is not None:
         assert _broken(gopher_evidence(text, reason), reason), (reason, gopher_evidence(text, reason))
+
+
+# --- the compiled n-gram statistics ------------------------------------------------------------------------
+
+
+def _numpy_stats(words: list[str], max_n: int) -> tuple[list[float], list[float]]:
+    w = _Words(words)
+    return ([top_ngram_char_frac(w, n) for n in range(2, max_n + 1)],
+            [dup_ngram_char_frac(w, n) for n in range(2, max_n + 1)])
+
+
+def _kernel_stats(words: list[str], max_n: int) -> tuple[list[float], list[float]]:
+    w = _Words(words)
+    tops, dups = _gopher_kernel.ngram_stats(w.ids, w.lens, max_n)
+    return [float(x) for x in tops[2:]], [float(x) for x in dups[2:]]
+
+
+def test_kernel_equals_numpy_on_real_pages():
+    """Every top/dup n-gram fraction (n = 2..12), bit for bit, on each real sample page's text."""
+    from operators.extract import extract_text
+    from operators.warc import read_warc_rows
+    from tests.conftest import SAMPLE
+
+    texts = [t for p in sorted(SAMPLE.glob("*.warc.gz")) for r in read_warc_rows(str(p))[0] if (t := extract_text(r.html))]
+    assert len(texts) > 100
+    for text in texts + [ADDRESS + " " + " ".join([LINES[0]] * 3)]:
+        assert _kernel_stats(text.split(), 12) == _numpy_stats(text.split(), 12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "the", "cat", "sat", "on", "mat", "of", "and", "x" * 12]),
+                max_size=200), st.integers(1, 11))
+def test_kernel_equals_numpy_on_repetitive_word_lists(words, max_n):
+    """Small vocabularies make many repeats and ties between equally frequent n-grams (the first one wins)."""
+    assert _kernel_stats(words, max_n) == _numpy_stats(words, max_n)
+
+
+def test_decisions_without_the_kernel_are_the_same(monkeypatch):
+    texts = [ADDRESS, GERMAN, ADDRESS + " " + " ".join([LINES[0]] * 3), " ".join(WORDS[:60] * 3)]
+    with_kernel = [gopher_reject_reason(t) for t in texts]
+    monkeypatch.setattr(_gopher_kernel, "available", lambda: False)
+    assert [gopher_reject_reason(t) for t in texts] == with_kernel
+    assert any(d and d.startswith(("top_", "dup_")) for d in with_kernel)

@@ -178,3 +178,18 @@ def test_curate_hands_out_the_largest_files_first(tmp_path):
                                                                    {"path": str(tmp_path / "gone.warc.gz")}]
     order = [os.path.basename(u["path"]) for u in largest_first(units)]
     assert order == ["b.warc.gz", "c.warc.gz", "a.warc.gz", "d.warc.gz", "gone.warc.gz"]
+
+
+def test_tokenizer_loads_once_per_process_until_its_files_change(tmp_path):
+    import shutil
+
+    from pipelines.tokenize import BUNDLED_GPT2, load_tokenizer
+
+    assert load_tokenizer("gpt2") is load_tokenizer("gpt2")  # the driver and a local worker share one load
+    copy = tmp_path / "tok"
+    shutil.copytree(BUNDLED_GPT2, copy)
+    first = load_tokenizer(str(copy))
+    assert first is load_tokenizer(str(copy)) and first is not load_tokenizer("gpt2")
+    (copy / "special_tokens.txt").write_text("<|endoftext|>\n<|pad|>\n")  # a new special token: a fresh load
+    second = load_tokenizer(str(copy))
+    assert second is not first and "<|pad|>" in second.special_ids and "<|pad|>" not in first.special_ids
