@@ -133,11 +133,13 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
     """Top CUDA kernels of three compiled sift steps, and their time by category; written to `out` too."""
     from torch.profiler import ProfilerActivity, profile as prof
 
+    overrides = dict(overrides)
+    opt_mode = OPTIMIZERS[overrides.pop("optimizer", "compiled")]
     cfg = preset(mname, context_length=1024, attention="triton", **overrides)
     batch = batch or (32 if mname == "gpt2-small" else 16)
     torch.manual_seed(0)
     m = TransformerLM.from_config(cfg, device="cuda")
-    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=True)
+    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
     fwd = torch.compile(m)
     ce = torch.compile(cross_entropy)
     ids = torch.randint(0, cfg.vocab_size, (batch, 1025), device="cuda")
@@ -187,6 +189,7 @@ def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:
     rows = []
     for name, make in (("sift AdamW, foreach", lambda ps: AdamW(ps, lr=1e-4, weight_decay=0.1)),
                        ("sift AdamW, compiled", lambda ps: AdamW(ps, lr=1e-4, weight_decay=0.1, compiled=True)),
+                       ("sift AdamW, triton", lambda ps: AdamW(ps, lr=1e-4, weight_decay=0.1, compiled="triton")),
                        ("torch AdamW, foreach", lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=0.1, foreach=True)),
                        ("torch AdamW, fused", lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=0.1, fused=True))):
         opt = make(m.parameters())
@@ -202,6 +205,10 @@ def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:
         rows.append({"model": mname, "optimizer": name, "ms_per_step": (time.perf_counter() - t) / steps * 1e3})
         print(f"{mname:<12} {name:<24} {rows[-1]['ms_per_step']:.2f} ms/step", flush=True)
     return rows
+
+
+OPTIMIZERS = {"compiled": True, "triton": "triton", "foreach": False}
+"""`optimizer=` in a variant: sift's AdamW update under torch.compile, as one Triton kernel, or as plain foreach ops."""
 
 
 def _parse_overrides(spec: str) -> dict:
@@ -222,8 +229,9 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one compiled sift step")
     p.add_argument("--optimizer", action="store_true", help="time the optimizer step alone")
     p.add_argument("--variants", default="",
-                   help="compiled sift variants to time, comma-separated LABEL:KEY=VAL+KEY=VAL (ModelConfig overrides), "
-                        "e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the default config")
+                   help="compiled sift variants to time, comma-separated LABEL:KEY=VAL+KEY=VAL (ModelConfig overrides, "
+                        "plus optimizer=compiled|triton|foreach), e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the "
+                        "default config")
     p.add_argument("--no-eager", action="store_true", help="skip the eager sift run")
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--reference-bf16-residual", action="store_true",
@@ -254,11 +262,13 @@ def main() -> int:
         runs = ([] if args.no_eager else [("", {}, False)]) + [(label, ov, True) for label, ov in variants]
         results = []
         for label, ov, compiled in runs:
+            ov = dict(ov)
+            opt_mode = OPTIMIZERS[ov.pop("optimizer", "compiled")] if compiled else False
             cfg = base.with_(**ov)
             name = f"sift{' +compile' if compiled else ''}{f' [{label}]' if label else ''}"
             torch.manual_seed(0)
             m = TransformerLM.from_config(cfg, device="cuda")
-            opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=compiled)
+            opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
             fwd = torch.compile(m) if compiled else m
             try:
                 loss_fn = torch.compile(cross_entropy) if compiled else cross_entropy

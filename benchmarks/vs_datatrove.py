@@ -15,7 +15,9 @@ The pipelines, each as its tool recommends (datatrove: the FineWeb recipe's bloc
              dedup: MinHash + LSH with verified pairs (exact-document and line dedup off); tokenize (GPT-2)
 Different extractors (Trafilatura vs resiliparse) are part of what is compared; `--dt-extractor resiliparse` gives
 datatrove sift's extraction library instead (its "resiliparse variant"). Agreement is reported by WARC record id.
-Prints per-stage wall seconds, documents per second per core, and the documents each keeps.
+Prints per-stage wall seconds, documents per second per core, and the documents each keeps. sift runs three times
+(`--sift-runs`), once before datatrove and twice after, and its median run is compared: this 2-core box's speed
+drifts by up to ~20 % over minutes, and one short run beside one long one would carry that into the ratio.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def run_datatrove(python: Path, args, work: Path, tokenizer: Path) -> dict:
     return result
 
 
-def run_sift(args, work: Path) -> dict:
+def run_sift(args, work: Path, index: int = 0) -> dict:
     out = work / "sift"
     import shutil
 
@@ -170,7 +172,7 @@ def run_sift(args, work: Path) -> dict:
         cmd += ["--set", s]
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS", None)
-    measured = run_measured(cmd, work / "sift.log", env, cwd=REPO)
+    measured = run_measured(cmd, work / f"sift-{index}.log" if index else work / "sift.log", env, cwd=REPO)
     record = json.loads((out / "pipeline.json").read_text())
     import pyarrow.dataset as pads
 
@@ -190,6 +192,14 @@ def run_sift(args, work: Path) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (its stage times and outputs), with every run's wall and stage times beside it."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [{"wall": r["wall"], "seconds": r["seconds"], "peak_process_mb": r["peak_process_mb"]} for r in runs]
+    return chosen
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", default=str(REPO.parent / "shared" / "data" / "warc" / "pages"), help="folder of .warc.gz")
@@ -200,6 +210,8 @@ def main() -> int:
     p.add_argument("--fineweb", action="store_true", help="both add the FineWeb recipe's C4 and FineWeb quality filters")
     p.add_argument("--out", default=str(REPO / "runs" / "vs-datatrove"))
     p.add_argument("--copies", type=int, default=1, help="each file's records this many times over (larger files)")
+    p.add_argument("--sift-runs", type=int, default=3,
+                   help="sift runs (one before datatrove, the rest after); the median wall time is compared")
     p.add_argument("--dt-extractor", choices=("trafilatura", "resiliparse"), default="trafilatura",
                    help="datatrove's extractor: its default Trafilatura, or resiliparse (sift's library) swapped in")
     args = p.parse_args()
@@ -215,8 +227,12 @@ def main() -> int:
     python = ensure_datatrove_venv(Path(args.venv))
     tokenizer = gpt2_tokenizer_json(work / "gpt2-tokenizer.json")
 
+    # sift runs before and after datatrove: this box's speed drifts by up to ~20 % over minutes, and one sift run
+    # (under a minute) next to one datatrove run (several) would carry that drift into the ratio; the median is used
+    sift_runs = [run_sift(args, work, 0)] if args.sift_runs > 1 else []
     dt = run_datatrove(python, args, work, tokenizer)
-    sf = run_sift(args, work)
+    sift_runs += [run_sift(args, work, i) for i in range(len(sift_runs), args.sift_runs)]
+    sf = median_run(sift_runs)
 
     cores = args.workers
     records = sf["records_in"]
@@ -231,6 +247,9 @@ def main() -> int:
     print(f"{'stage':<27} {'datatrove s':>12} {'sift s':>8} {'sift speed-up':>14} {'datatrove rec/s/core':>21} {'sift rec/s/core':>16}")
     for name, a, b in rows:
         print(f"{name:<27} {a:>12.1f} {b:>8.1f} {a / b:>13.2f}x {records / a / cores:>21.1f} {records / b / cores:>16.1f}")
+    if len(sf.get("runs", [])) > 1:
+        print("sift runs (the median is compared): " + ", ".join(
+            f"{r['wall']:.1f} s (curate {r['seconds']['curate']:.1f})" for r in sf["runs"]))
     print(f"\npeak memory: datatrove largest process {dt['peak_process_mb']} MB, all processes {dt['peak_total_mb']} MB; "
           f"sift largest process {sf['peak_process_mb']} MB, all processes {sf['peak_total_mb']} MB (Ray's own daemons included)")
     print("\ndatatrove curate steps (summed over tasks, seconds): " +

@@ -5,8 +5,10 @@
 - `clip_gradients(params, max_norm)`: scale every gradient by max_norm / (‖g‖₂ + 1e-6) when the global L2 norm
   over all parameters exceeds max_norm; parameters without gradients are skipped. Returns the norm before clipping.
 - `AdamW`: Loshchilov & Hutter 2019, decoupled weight decay, bias-corrected moments, with `torch._foreach_*`
-  multi-tensor ops (one kernel launch per operation for the whole parameter group on GPU); `compiled=True` (or
-  "auto": on CUDA) runs the same update under torch.compile, fused into a few kernels.
+  multi-tensor ops (one kernel launch per operation for the whole parameter group on GPU); `compiled=True` runs the
+  same update under torch.compile, fused into a few kernels; `compiled="triton"` (and "auto" on CUDA) as one Triton
+  kernel launch that moves each parameter's bytes once (`model.kernels.adamw_triton`).
+- `clip_scale(params, max_norm)`: the same clipping factor as a device tensor, applied inside `AdamW.step(grad_scale=)`.
 - `lr_cosine_schedule(t, max_lr, min_lr, warmup, cosine)`: linear warm-up to max_lr over `warmup` steps, cosine
   decay to min_lr at step `cosine`, min_lr after.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,6 +44,21 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float, ep
     if total > max_norm:
         torch._foreach_mul_(grads, (max_norm / (total + eps)).item())
     return float(total)
+
+
+@torch.no_grad()
+def clip_scale(parameters: Iterable[torch.nn.Parameter], max_norm: float, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """(global L2 norm, clip factor min(1, max_norm / (norm + eps))) as 0-d fp32 tensors on the gradients' device,
+    without touching the gradients or waiting for the device: `AdamW.step(grad_scale=factor)` applies the factor
+    inside its update (no extra pass over the gradients, no host sync). Same factor as `clip_gradients` and
+    `torch.nn.utils.clip_grad_norm_`."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        zero = torch.zeros((), dtype=torch.float32)
+        return zero, zero + 1.0
+    norms = torch._foreach_norm(grads, 2.0)
+    total = torch.linalg.vector_norm(torch.stack([n.to(torch.float32) for n in norms]), 2.0)
+    return total, torch.clamp(max_norm / (total + eps), max=1.0)
 
 
 def lr_cosine_schedule(t: int, max_lr: float, min_lr: float, warmup: int, cosine: int) -> float:
@@ -72,19 +90,35 @@ def adamw_update(ps: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: li
 
 
 class AdamW(torch.optim.Optimizer):
-    """`compiled`: run the update as `adamw_update` under torch.compile (a few fused kernels instead of ~10 foreach
-    kernels per step; timings in benchmarks/RESULTS.md); "auto" compiles on CUDA only."""
+    """`compiled` picks how the update runs:
+
+    - False: `torch._foreach_*` ops, about ten kernels per step (any device);
+    - True: the same ops as `adamw_update` under torch.compile (a few fused kernels);
+    - "triton": one Triton kernel launch per parameter group (`model.kernels.adamw_triton`: reads p, g, m, v once and
+      writes p, m, v once) for contiguous fp32 CUDA tensors; other tensors take the compiled path;
+    - "auto": "triton" on CUDA when Triton is installed, else compiled on CUDA, foreach elsewhere.
+
+    `step(grad_scale=t)` multiplies the gradients by the 0-d tensor `t` first (`clip_scale`'s factor): inside the
+    Triton kernel, a separate pass otherwise. Timings in benchmarks/RESULTS.md."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, compiled: bool | str = False):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"invalid AdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        if compiled not in (False, True, "auto", "triton"):
+            raise ValueError(f"compiled must be False, True, 'auto' or 'triton', not {compiled!r}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.compiled = compiled
         self._update = None
+        self._plans: dict[tuple, Any] = {}
 
-    def _compiled_for(self, device: torch.device) -> bool:
-        return self.compiled is True or (self.compiled == "auto" and device.type == "cuda")
+    def _impl_for(self, device: torch.device) -> str:
+        """"triton", "compiled" or "foreach" for tensors on `device`."""
+        if self.compiled == "triton" or (self.compiled == "auto" and device.type == "cuda" and _triton_installed()):
+            return "triton"
+        if self.compiled is True or (self.compiled == "auto" and device.type == "cuda"):
+            return "compiled"
+        return "foreach"
 
     def _run_compiled(self, ps, grads, m, v, lr, t, b1, b2, eps, wd) -> None:
         if self._update is None:
@@ -93,8 +127,20 @@ class AdamW(torch.optim.Optimizer):
         self._update(ps, grads, m, v, torch.tensor(lr, dtype=torch.float32, device=dev),
                      torch.tensor(float(t), dtype=torch.float32, device=dev), b1, b2, eps, wd)
 
+    def _run_triton(self, ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale) -> bool:
+        from model.kernels import adamw_triton
+
+        if not adamw_triton.supported([*ps, *grads, *m, *v]):
+            return False
+        key = (ps[0].device, tuple(p.numel() for p in ps))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = adamw_triton.ChunkPlan(list(key[1]), ps[0].device)
+        adamw_triton.adamw_step(plan, ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale)
+        return True
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, grad_scale: Tensor | None = None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -118,7 +164,14 @@ class AdamW(torch.optim.Optimizer):
                 ms.append(state["exp_avg"])
                 vs.append(state["exp_avg_sq"])
             for t, (ps, grads, m, v) in buckets.items():
-                if self._compiled_for(ps[0].device):
+                impl = self._impl_for(ps[0].device)
+                if impl == "triton":
+                    if self._run_triton(ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale):
+                        continue
+                    impl = "compiled" if ps[0].device.type == "cuda" else "foreach"  # tensors the kernel does not take
+                if grad_scale is not None:
+                    torch._foreach_mul_(grads, grad_scale.to(grads[0].device))
+                if impl == "compiled":
                     self._run_compiled(ps, grads, m, v, lr, t, b1, b2, eps, wd)
                     continue
                 # decoupled weight decay: θ ← θ - lr·λ·θ
@@ -135,3 +188,11 @@ class AdamW(torch.optim.Optimizer):
                 torch._foreach_add_(denom, eps)
                 torch._foreach_addcdiv_(ps, m, denom, -lr / bc1)
         return loss
+
+
+def _triton_installed() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True

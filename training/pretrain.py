@@ -6,7 +6,8 @@
     torchrun --nproc-per-node 2 -m training.pretrain ...   # the same without Ray
 
 One process (CPU, or one GPU with bf16 autocast and optional torch.compile). Per step: `grad_accum` micro-batches
-from a seeded, resumable sampler; the project's `cross_entropy`, `clip_gradients`, `AdamW` and cosine schedule.
+from a seeded, resumable sampler; the project's `cross_entropy`, global-norm clipping (`clip_scale`, applied inside
+the update), `AdamW` and cosine schedule.
 Writes <output>/metrics.jsonl (loss, lr, grad norm, tokens/s, MFU on GPUs), periodic validation loss,
 checkpoints (model, optimizer, step, config, sampler position, RNG states; atomic) and loss.png.
 With several workers (Ray Train or torchrun) the project's DDP (training/ddp.py) synchronises gradients.
@@ -33,7 +34,7 @@ from pipelines.config import parse_set, resolve
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, validation_batches
-from training.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+from training.optim import AdamW, clip_scale, cross_entropy, lr_cosine_schedule
 
 # dense bf16 peak of the cards MFU is reported against (FLOP/s)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -204,9 +205,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 t = torch.tensor([total], device=device)
                 dist.all_reduce(t)
                 total = float(t) / world
-            norm = clip_gradients(model.parameters(), cfg.grad_clip)
-            opt.step()
+            # the clip factor stays on the device and is applied inside the optimizer's update
+            norm_t, clip = clip_scale(model.parameters(), cfg.grad_clip)
+            opt.step(grad_scale=clip)
             opt.zero_grad(set_to_none=True)
+            norm = float(norm_t)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel is defined (the AdamW kernel test)
+
 from model.config import PRESETS
 from model.layers import TransformerLM
-from training.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+from training.optim import AdamW, clip_gradients, clip_scale, cross_entropy, lr_cosine_schedule
 
 
 def test_cross_entropy_matches_torch_and_is_stable():
@@ -100,3 +104,74 @@ def test_compiled_adamw_update_matches_the_foreach_steps(backend, monkeypatch):
         for (name, p), q in zip(a.named_parameters(), b.parameters()):
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=lambda s, n=name, k=step: f"step {k} {n}: {s}")
     assert opt_b._update is not None
+
+
+def _interpreted_triton() -> bool:
+    """The Triton AdamW kernel runs here: on CUDA, or on CPU under TRITON_INTERPRET=1 (set by the test modules)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_triton_adamw_matches_torch_step_for_step(clip):
+    """AdamW(compiled="triton"): one kernel launch for the whole list (fp32, contiguous), against torch.optim.AdamW
+    (with torch's own clip_grad_norm_ when clipping), including a parameter that skips a step (its own step count)."""
+    if not _interpreted_triton():
+        pytest.skip("needs Triton (CUDA, or TRITON_INTERPRET=1 on CPU)")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    ours = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"), device=dev)
+    ref = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"), device=dev)
+    ref.load_state_dict(ours.state_dict())
+    kw = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt_a, opt_b = AdamW(ours.parameters(), **kw, compiled="triton"), torch.optim.AdamW(ref.parameters(), **kw)
+    ids = torch.randint(0, 512, (4, 17), device=dev)
+    for step in range(5):
+        for model, opt in ((ours, opt_a), (ref, opt_b)):
+            for group in opt.param_groups:
+                group["lr"] = 3e-3 * (1 + step) / 5
+            loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            if step == 2:
+                model.lm_head.weight.grad = None
+            if model is ours:
+                norm, scale = clip_scale(model.parameters(), clip) if clip else (None, None)
+                opt.step(grad_scale=scale)
+            else:
+                ref_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip) if clip else None
+                opt.step()
+        if clip:
+            torch.testing.assert_close(norm, ref_norm, atol=1e-6, rtol=1e-5)
+            assert float(scale) < 1.0  # the tiny model's gradients are clipped at this norm
+        for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=lambda s, n=name, k=step: f"step {k} {n}: {s}")
+    # chunk plans: all parameters; all but the head (the step it skipped, then the rest one step ahead); the head alone
+    assert len(opt_a._plans) == 3
+
+
+def test_clip_scale_applied_by_every_path_equals_clip_gradients():
+    """`clip_scale` + `step(grad_scale=)` (foreach path) equals `clip_gradients` + `step()`, clipped or not."""
+    torch.manual_seed(0)
+    for max_norm in (0.01, 1e6):
+        a = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
+        b = TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference"))
+        b.load_state_dict(a.state_dict())
+        opt_a, opt_b = AdamW(a.parameters(), lr=1e-3), AdamW(b.parameters(), lr=1e-3)
+        ids = torch.randint(0, 512, (2, 9))
+        for model in (a, b):
+            cross_entropy(model(ids[:, :-1]), ids[:, 1:]).backward()
+        norm, scale = clip_scale(a.parameters(), max_norm)
+        opt_a.step(grad_scale=scale)
+        assert float(norm) == pytest.approx(clip_gradients(b.parameters(), max_norm), rel=1e-6)
+        opt_b.step()
+        assert (float(scale) < 1.0) == (max_norm == 0.01)
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
+    none, one = clip_scale([torch.nn.Parameter(torch.zeros(2))], 1.0)
+    assert float(none) == 0.0 and float(one) == 1.0
+    with pytest.raises(ValueError, match="compiled must be"):
+        AdamW([torch.nn.Parameter(torch.zeros(1))], compiled="fused")
