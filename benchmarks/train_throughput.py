@@ -238,7 +238,13 @@ def main() -> int:
                    help="also time the reference with its residual stream cast to bf16 (sift's autocast_residual)")
     p.add_argument("--batch", type=int, default=0, help="sequences per step (0: 32 for gpt2-small, 16 otherwise)")
     p.add_argument("--name", default="train_throughput", help="output file stem")
+    p.add_argument("--inductor", default="", help="torch._inductor.config settings for every compiled run (sift and "
+                                                  "the reference), e.g. 'coordinate_descent_tuning=true'")
     args = p.parse_args()
+    import torch._inductor.config as inductor_config
+
+    for key, val in _parse_overrides(args.inductor).items():
+        setattr(inductor_config, key, val)
     variants = [(v.split(":", 1)[0], _parse_overrides(v.split(":", 1)[1] if ":" in v else ""))
                 for v in args.variants.split(",") if v] or [("", {})]
     if args.optimizer:
@@ -258,7 +264,7 @@ def main() -> int:
         batch = args.batch or (32 if mname == "gpt2-small" else 16)
         ft = forward_flops_per_token(base, 1024)
         info = {"model": mname, "params": parameter_count(base), "non_embedding": parameter_count(base, include_embeddings=False),
-                "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name()}
+                "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name(), "inductor": args.inductor}
         runs = ([] if args.no_eager else [("", {}, False)]) + [(label, ov, True) for label, ov in variants]
         results = []
         for label, ov, compiled in runs:

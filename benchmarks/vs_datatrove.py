@@ -165,6 +165,8 @@ def run_sift(args, work: Path, index: int = 0) -> dict:
     sets = [f"output={out}", "stages=[curate, dedup, tokenize]", "report=false", f"curate.input=[{args.input}]",
             "curate.quality.enabled=false", f"curate.num_cpus={args.workers}", "dedup.documents=false",
             "dedup.lines=false", f"dedup.num_perm={args.bands * args.rows}", f"dedup.jaccard_threshold={threshold:.3f}"]
+    if args.copies > 1:  # every page is there `copies` times: dedup rightly removes all but one of each
+        sets.append("dedup.allow_source_loss=true")
     if args.fineweb:  # the FineWeb recipe's C4 filter keeps lines without terminal punctuation
         sets += ["curate.c4.enabled=true", "curate.c4.filter_no_terminal_punct=false", "curate.fineweb.enabled=true"]
     cmd = [sys.executable, "-m", "pipelines.run", "--config", str(REPO / "configs" / "run-demo.yaml")]

@@ -133,16 +133,20 @@ class DedupConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def _doc_keys(batch: pa.Table) -> pa.Table:
+def _doc_keys(batch: pa.Table, hashed: bool = True) -> pa.Table:
     """(doc_hash, doc_id, rank fields) per document; documents with no words are left out, so two
-    empty documents never count as duplicates."""
+    empty documents never count as duplicates. Without `hashed` (no exact-document stage: the keys only rank
+    near-duplicate clusters), doc_hash is 1 for every document with a non-space character instead of the hash of
+    its normalised text (0.25 ms a page); a page that normalises to nothing then stays among the keys but has no
+    shingles, so it is in no cluster."""
     texts = batch.column("text").to_pylist()
     quality = batch.column("quality_score").to_pylist() if "quality_score" in batch.column_names else [None] * len(texts)
     dates = batch.column("warc_date").cast(pa.int64()).to_pylist() if "warc_date" in batch.column_names else [None] * len(texts)
     # a record's place (file, offset) identifies it even where WARC-Record-IDs repeat across files
     places = [f"{f}#{o}" for f, o in zip(batch.column("source_file").to_pylist(), batch.column("record_offset").to_pylist())]
     keys = pa.table({
-        "doc_hash": pa.array([document_hash(t) for t in texts], pa.int64()),
+        "doc_hash": pa.array([document_hash(t) for t in texts] if hashed else [int(not t.isspace()) if t else 0
+                                                                              for t in texts], pa.int64()),
         "place": pa.array(places, pa.string()),
         "doc_id": batch.column("doc_id"),
         "neg_quality": pa.array([-(q if q is not None else 0.0) for q in quality], pa.float64()),
@@ -204,6 +208,41 @@ def _bucket_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
     else:
         pairs = [(members[0], m) for m in members[1:]]
     return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string())})
+
+
+def _unique_pairs(band_rows: pa.Table, max_bucket: int) -> pa.Table:
+    """The in-process path's candidate pairs: the set that `_bucket_pairs` over every (band, key) bucket, then a
+    groupby on (a, b), gives (a < b; a bucket over `max_bucket` members pairs its first with the rest), built as
+    integer codes. Copies of a page share all of their buckets: k copies make k(k-1)/2 pairs in each band, and
+    the per-bucket lists held every band's copy of them (2.2 M pair rows for 9,920 pages at 32 copies each)."""
+    if not band_rows.num_rows:
+        return pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
+    encoded = band_rows.column("place").combine_chunks().dictionary_encode()
+    names = encoded.dictionary
+    order = pc.array_sort_indices(names).to_numpy()  # codes in string order, so a < b as strings too
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    member = rank[encoded.indices.to_numpy()]
+    band = band_rows.column("band").to_numpy()
+    key = band_rows.column("key").to_numpy()
+    rows = np.lexsort((member, key, band))
+    band, key, member = band[rows], key[rows], member[rows]
+    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
+    ends = np.r_[starts[1:], len(rows)]
+    n = np.int64(len(names))
+    codes = []
+    for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+        members = np.unique(member[lo:hi])
+        if len(members) < 2:
+            continue
+        if len(members) <= max_bucket:
+            i, j = np.triu_indices(len(members), 1)
+            codes.append(members[i] * n + members[j])
+        else:
+            codes.append(members[0] * n + members[1:])
+    codes = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int64)
+    sorted_names = names.take(pa.array(order))
+    return pa.table({"a": sorted_names.take(pa.array(codes // n)), "b": sorted_names.take(pa.array(codes % n))})
 
 
 def _side_rows(pairs: pa.Table) -> pa.Table:
@@ -291,15 +330,28 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) ->
     is missing scores 0), read straight from the one table of shingle sets."""
     column = shingles.column("shingles").combine_chunks()
     values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
-    row_of: dict[str, int] = {}
+    # documents with equal shingle sets (copies of a page) are one set here: a pair inside such a group scores 1.0
+    # (0.0 for empty sets, as _jaccard), and two groups are compared once, however many pairs join their members
+    group_of: dict[str, int] = {}
+    group_rows: list[int] = []
+    by_content: dict[bytes, int] = {}
     for i, p in enumerate(shingles.column("place").to_pylist()):
-        row_of.setdefault(p, i)  # the first row of a place, as `_attach_shingles` takes
+        if p not in group_of:  # the first row of a place, as `_attach_shingles` takes
+            g = by_content.setdefault(values[offsets[i]: offsets[i + 1]].tobytes(), len(group_rows))
+            if g == len(group_rows):
+                group_rows.append(i)
+            group_of[p] = g
+    scores: dict[tuple[int, int], float] = {}
     kept_a, kept_b, similarity = [], [], []
     for a, b in zip(pairs.column("a").to_pylist(), pairs.column("b").to_pylist()):
-        ia, ib = row_of.get(a), row_of.get(b)
-        if ia is None or ib is None:
+        ga, gb = group_of.get(a), group_of.get(b)
+        if ga is None or gb is None:
             continue
-        sim = _jaccard(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
+        key = (ga, gb) if ga <= gb else (gb, ga)
+        sim = scores.get(key)
+        if sim is None:
+            ia, ib = group_rows[ga], group_rows[gb]
+            sim = scores[key] = _jaccard(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
         if sim >= threshold:
             kept_a.append(a)
             kept_b.append(b)
@@ -437,9 +489,12 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
     bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
     band_rows = docs.map_batches(functools.partial(_band_rows, num_perm=cfg.num_perm, ngram=cfg.ngram, bands=bands, rows=rows),
                                  batch_format="pyarrow")
-    pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
-        functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-    unique = pairs.groupby(["a", "b"], num_partitions=partitions).count().materialize()
+    if local:
+        unique = _dataset_like(docs, _unique_pairs(band_rows.table, cfg.max_bucket))
+    else:
+        pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
+            functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
+        unique = pairs.groupby(["a", "b"], num_partitions=partitions).count().materialize()
     candidates = collect_keys(unique, place_keys, ("a", "b"))
     if not len(candidates):
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
@@ -1016,7 +1071,7 @@ def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], in
                                 batch_format="pyarrow")
 
     plans = []
-    keys = docs.map_batches(_doc_keys, batch_format="pyarrow")
+    keys = docs.map_batches(functools.partial(_doc_keys, hashed=cfg.documents), batch_format="pyarrow")
     if cfg.documents and cfg.fuzzy:
         keys = keys.materialize()  # read twice: hashed once
     if cfg.documents:

@@ -88,3 +88,57 @@ def test_pair_verification_steps_give_the_exact_shingle_jaccard():
     assert got.keys() == want.keys() and len(want) == len(LICENSES) * (len(LICENSES) - 1) // 2
     assert all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want)
     assert sum(v >= 0.8 for v in want.values()) >= 10  # the MIT variants: the premise of the check
+
+
+def test_in_process_verification_scores_every_pair_like_the_direct_jaccard():
+    """`_verify_in_process` compares each group of equal shingle sets once: on the licence texts, each present three
+    times (copies score 1.0 against each other, the same as their original against anything), plus a whitespace
+    variant, an empty text and a pair whose side has no shingle row, every pair gets exactly the score of the
+    direct computation and the threshold keeps the same pairs."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.dedup import _jaccard, _shingle_rows, _verify_in_process
+
+    texts = [p.read_text(encoding="utf-8") for p in LICENSES]
+    texts = texts + texts + texts + [texts[0].replace(" ", "  "), ""]
+    n = len(texts)
+    docs = pa.table({"source_file": [f"f{i % 3}" for i in range(n)], "record_offset": pa.array(range(n), pa.int64()),
+                     "text": texts})
+    shingle_table = _shingle_rows(docs, 5)
+    places = shingle_table.column("place").to_pylist()
+    pairs = [(a, b) for a, b in itertools.combinations(places, 2)] + [(places[0], "missing#0")]
+    column = shingle_table.column("shingles").combine_chunks()
+    sets = {p: column[i].values.to_numpy(zero_copy_only=False) for i, p in enumerate(places)}
+    want = {(a, b): _jaccard(sets[a], sets[b]) for a, b in pairs if b in sets}
+    for threshold in (0.0, 0.7, 1.0):
+        got = _verify_in_process(pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}), shingle_table,
+                                 threshold)
+        scored = dict(zip(zip(got.column("a").to_pylist(), got.column("b").to_pylist()), got.column("similarity").to_pylist()))
+        assert scored == {k: v for k, v in want.items() if v >= threshold}
+    assert sum(v == 1.0 for v in want.values()) >= 3 * len(LICENSES) + 1  # the copies (and the whitespace variant)
+    assert np.isclose(min(want.values()), 0.0)  # the empty text
+
+
+@pytest.mark.parametrize("max_bucket", [500, 3])
+def test_in_process_candidate_pairs_equal_the_bucket_groupby(max_bucket):
+    """`_unique_pairs` (integer codes, each pair once) gives the pair set of `_bucket_pairs` per (band, key) bucket
+    then a groupby on (a, b), on the licence texts three times over (copies share every bucket) plus the Address;
+    with a small `max_bucket`, the large buckets' star pairs too."""
+    import pyarrow as pa
+
+    from pipelines.dedup import _band_rows, _bucket_pairs, _unique_pairs
+    from pipelines.localdata import LocalDataset
+
+    texts = [p.read_text(encoding="utf-8") for p in LICENSES] * 3 + [ADDRESS.read_text(encoding="utf-8")]
+    docs = pa.table({"source_file": [f"file-{i % 4}.warc.gz" for i in range(len(texts))],
+                     "record_offset": pa.array(range(len(texts)), pa.int64()), "text": texts})
+    band_rows = _band_rows(docs, num_perm=112, ngram=5, bands=14, rows=8)
+    grouped = LocalDataset(band_rows).groupby(["band", "key"]).map_groups(
+        lambda g: _bucket_pairs(g, max_bucket=max_bucket)).groupby(["a", "b"]).count().table
+    want = set(zip(grouped.column("a").to_pylist(), grouped.column("b").to_pylist()))
+    got_table = _unique_pairs(band_rows, max_bucket)
+    got = list(zip(got_table.column("a").to_pylist(), got_table.column("b").to_pylist()))
+    assert len(got) == len(set(got)) and set(got) == want
+    assert all(a < b for a, b in got) and len(want) > 3 * len(LICENSES)  # the copies, at least
+    assert _unique_pairs(band_rows.slice(0, 0), max_bucket).num_rows == 0
