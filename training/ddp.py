@@ -110,9 +110,10 @@ class ShardedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None, grad_scale: torch.Tensor | None = None):
-        """Update the own shard (gradients times `grad_scale` when given, as `AdamW.step`), then one broadcast per (owner, dtype): that owner's parameters flattened into a single
-        buffer (one collective per rank instead of one per parameter, which is latency-bound on NCCL). Owners go one
-        after another, so the extra memory is one shard, not a copy of the whole model."""
+        """Update the own shard (gradients times `grad_scale` when given, as `AdamW.step`), then one broadcast per
+        (owner, dtype): that owner's parameters flattened into a single buffer (one collective per rank instead of
+        one per parameter, which is latency-bound on NCCL). Owners go one after another, so the extra memory is one
+        shard, not a copy of the whole model."""
         loss = self.local.step(closure, grad_scale=grad_scale) if grad_scale is not None else self.local.step(closure)
         groups: dict[tuple[int, torch.dtype], list[torch.Tensor]] = {}
         for p in self.all_params:

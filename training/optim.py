@@ -36,13 +36,10 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 @torch.no_grad()
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float, eps: float = 1e-6) -> float:
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return 0.0
-    norms = torch._foreach_norm(grads, 2.0)
-    total = torch.linalg.vector_norm(torch.stack([n.to(torch.float32) for n in norms]), 2.0)
+    parameters = list(parameters)
+    total, scale = clip_scale(parameters, max_norm, eps)
     if total > max_norm:
-        torch._foreach_mul_(grads, (max_norm / (total + eps)).item())
+        torch._foreach_mul_([p.grad for p in parameters if p.grad is not None], float(scale))
     return float(total)
 
 
@@ -114,7 +111,9 @@ class AdamW(torch.optim.Optimizer):
 
     def _impl_for(self, device: torch.device) -> str:
         """"triton", "compiled" or "foreach" for tensors on `device`."""
-        if self.compiled == "triton" or (self.compiled == "auto" and device.type == "cuda" and _triton_installed()):
+        from model.kernels import triton_available
+
+        if self.compiled == "triton" or (self.compiled == "auto" and device.type == "cuda" and triton_available()):
             return "triton"
         if self.compiled is True or (self.compiled == "auto" and device.type == "cuda"):
             return "compiled"
@@ -189,10 +188,3 @@ class AdamW(torch.optim.Optimizer):
                 torch._foreach_addcdiv_(ps, m, denom, -lr / bc1)
         return loss
 
-
-def _triton_installed() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
