@@ -5,8 +5,9 @@
     python benchmarks/train_throughput.py --profile --models gpt2-medium     # top kernels + time by category
 
 Both sides: bf16 autocast, the same shapes (RMSNorm, SwiGLU, interleaved RoPE, causal attention, untied head),
-random tokens, context 1024. sift: `TransformerLM` (FlashAttention-2 Triton kernel), the project's AdamW and
-cross_entropy, with and without torch.compile. Reference: nn.Linear / nn.Embedding / nn.RMSNorm, SDPA,
+random tokens, context 1024. sift: `TransformerLM` (FlashAttention-2 Triton kernel; the loss from the model's
+`forward(x, targets=y)`, i.e. the fused LM head + cross-entropy Triton op on CUDA), the project's AdamW, with and
+without torch.compile. Reference: nn.Linear / nn.Embedding / nn.RMSNorm, SDPA,
 torch.compile, fused torch.optim.AdamW. Reported: tokens/s (median step time over `--steps` after warm-up) and
 MFU = 3 x forward FLOPs (model.config.forward_flops_per_token: matmuls incl. LM head and causal attention) per
 token over the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import forward_flops_per_token, parameter_count, preset  # noqa: E402
 from model.layers import TransformerLM  # noqa: E402
-from training.optim import AdamW, cross_entropy  # noqa: E402
+from training.optim import AdamW  # noqa: E402
 
 PEAK = 989e12
 
@@ -94,8 +95,9 @@ def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: 
     x, y = ids[:, :-1], ids[:, 1:]
 
     def step():
+        torch.compiler.cudagraph_mark_step_begin()  # a new training iteration (CUDA-graph trees; no-op otherwise)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(model(x), y)
+            loss = model(x, targets=y) if loss_fn is None else loss_fn(model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -118,6 +120,8 @@ def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: 
 
 def _kernel_category(name: str) -> str:
     n = name.lower()
+    if "cudnn" in n or "sdpa" in n or "pytorch_flash" in n or "fmha" in n:
+        return "attention (PyTorch SDPA / cuDNN)"
     if "flash_attention" in n or "_fwd_kernel" in n or "_bwd_" in n:
         return "attention (sift Triton)"
     if "nvjet" in n or "gemm" in n or "cutlass" in n or "sm90_xmma" in n:
@@ -129,24 +133,26 @@ def _kernel_category(name: str) -> str:
     return "other"
 
 
-def profile(mname: str, overrides: dict, out: str | None = None, batch: int | None = None) -> int:
+def profile(mname: str, overrides: dict, out: str | None = None, batch: int | None = None,
+            compile_mode: str | None = None) -> int:
     """Top CUDA kernels of three compiled sift steps, and their time by category; written to `out` too."""
     from torch.profiler import ProfilerActivity, profile as prof
 
     overrides = dict(overrides)
-    opt_mode = OPTIMIZERS[overrides.pop("optimizer", "compiled")]
-    cfg = preset(mname, context_length=1024, attention="triton", **overrides)
+    opt_mode = OPTIMIZERS[overrides.pop("optimizer", "auto")]
+    loss_kernel = overrides.pop("loss", "auto")
+    cfg = preset(mname, **{"context_length": 1024, **overrides})
     batch = batch or (32 if mname == "gpt2-small" else 16)
     torch.manual_seed(0)
     m = TransformerLM.from_config(cfg, device="cuda")
+    m.loss_kernel = loss_kernel
     opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
-    fwd = torch.compile(m)
-    ce = torch.compile(cross_entropy)
+    fwd = torch.compile(m, mode=compile_mode)
     ids = torch.randint(0, cfg.vocab_size, (batch, 1025), device="cuda")
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = ce(fwd(ids[:, :-1]), ids[:, 1:])
+            loss = fwd(ids[:, :-1], targets=ids[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -162,6 +168,8 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
     cats: dict[str, float] = {}
     total = 0.0
     for e in pr.events():
+        if e.name.startswith(("Optimizer.", "##", "Torch-Compiled", "CompiledFunction")):
+            continue  # profiler ranges with device time (the optimizer step, compiled-graph calls), not kernels
         if getattr(e, "device_type", None) is not None and str(e.device_type).endswith("CUDA"):
             us = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0) or 0.0
             cats[_kernel_category(e.name)] = cats.get(_kernel_category(e.name), 0.0) + us
@@ -207,8 +215,9 @@ def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:
     return rows
 
 
-OPTIMIZERS = {"compiled": True, "triton": "triton", "foreach": False}
-"""`optimizer=` in a variant: sift's AdamW update under torch.compile, as one Triton kernel, or as plain foreach ops."""
+OPTIMIZERS = {"auto": "auto", "compiled": True, "triton": "triton", "foreach": False}
+"""`optimizer=` in a variant: what `sift pretrain --set compile=true` uses ("auto": the Triton kernel on CUDA; the
+default), sift's AdamW update under torch.compile, as one Triton kernel, or as plain foreach ops."""
 
 
 def _parse_overrides(spec: str) -> dict:
@@ -230,7 +239,7 @@ def main() -> int:
     p.add_argument("--optimizer", action="store_true", help="time the optimizer step alone")
     p.add_argument("--variants", default="",
                    help="compiled sift variants to time, comma-separated LABEL:KEY=VAL+KEY=VAL (ModelConfig overrides, "
-                        "plus optimizer=compiled|triton|foreach), e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the "
+                        "plus optimizer=auto|compiled|triton|foreach and loss=auto|fused|logits: TransformerLM.loss_kernel), e.g. 'pad64:,nopad:vocab_multiple=1'; empty: the "
                         "default config")
     p.add_argument("--no-eager", action="store_true", help="skip the eager sift run")
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
@@ -240,6 +249,9 @@ def main() -> int:
     p.add_argument("--name", default="train_throughput", help="output file stem")
     p.add_argument("--inductor", default="", help="torch._inductor.config settings for every compiled run (sift and "
                                                   "the reference), e.g. 'coordinate_descent_tuning=true'")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode for every compiled run (sift and the reference), e.g. reduce-overhead "
+                        "(CUDA graphs)")
     args = p.parse_args()
     import torch._inductor.config as inductor_config
 
@@ -254,31 +266,34 @@ def main() -> int:
     if args.profile:
         for mname in args.models.split(","):
             for _, ov in variants:
-                profile(mname, ov, args.out, args.batch or None)
+                profile(mname, ov, args.out, args.batch or None, args.compile_mode)
         return 0
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()} | torch {torch.__version__}", flush=True)
     rows = []
     for mname in args.models.split(","):
-        base = preset(mname, context_length=1024, attention="triton")
+        base = preset(mname, context_length=1024)
         batch = args.batch or (32 if mname == "gpt2-small" else 16)
         ft = forward_flops_per_token(base, 1024)
         info = {"model": mname, "params": parameter_count(base), "non_embedding": parameter_count(base, include_embeddings=False),
-                "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name(), "inductor": args.inductor}
+                "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name(), "inductor": args.inductor,
+                "compile_mode": args.compile_mode}
         runs = ([] if args.no_eager else [("", {}, False)]) + [(label, ov, True) for label, ov in variants]
         results = []
         for label, ov, compiled in runs:
             ov = dict(ov)
-            opt_mode = OPTIMIZERS[ov.pop("optimizer", "compiled")] if compiled else False
+            opt_mode = OPTIMIZERS[ov.pop("optimizer", "auto")] if compiled else False
+            loss_kernel = ov.pop("loss", "auto")
             cfg = base.with_(**ov)
             name = f"sift{' +compile' if compiled else ''}{f' [{label}]' if label else ''}"
             torch.manual_seed(0)
             m = TransformerLM.from_config(cfg, device="cuda")
+            m.loss_kernel = loss_kernel  # the loss inside the model's forward, as `sift pretrain` computes it
             opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
-            fwd = torch.compile(m) if compiled else m
+            fwd = torch.compile(m, mode=args.compile_mode) if compiled else m
             try:
-                loss_fn = torch.compile(cross_entropy) if compiled else cross_entropy
-                results.append({**run(name, fwd, opt, loss_fn, batch, 1024, cfg.vocab_size, args.steps, ft), "overrides": ov})
+                results.append({**run(name, fwd, opt, None, batch, 1024, cfg.vocab_size, args.steps, ft),
+                                "overrides": {**ov, "loss": loss_kernel}})
             except Exception as exc:
                 results.append({"impl": name, "overrides": ov, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             del m, opt, fwd
@@ -288,7 +303,7 @@ def main() -> int:
             torch.manual_seed(0)
             ref = RefLM(base, bf16_residual=ref_bf16).cuda()
             ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-            rc = torch.compile(ref)
+            rc = torch.compile(ref, mode=args.compile_mode)
             rname = "reference (nn.Linear, SDPA, compile, fused AdamW)" + (" [bf16 residual]" if ref_bf16 else "")
             try:
                 results.append(run(rname, rc, ropt,

@@ -21,7 +21,9 @@ class ModelConfig:
     """Feed-forward width; None = 8/3 d_model rounded to a multiple of 64."""
     rope_theta: float = 10000.0
     attention: str = "auto"
-    """auto (Triton FlashAttention-2 on CUDA, tiled PyTorch on CPU), triton, flash_torch or reference."""
+    """auto (PyTorch's SDPA on CUDA, tiled PyTorch FlashAttention-2 on CPU), triton (the project's Triton
+    FlashAttention-2), flash_torch, sdpa (PyTorch's fused attention), cudnn (SDPA held to cuDNN, CUDA only) or
+    reference."""
     num_kv_heads: int | None = None
     """Grouped-query attention: key/value heads (None: as many as query heads)."""
     qkv_bias: bool = False

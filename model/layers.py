@@ -129,8 +129,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention with RoPE on queries and keys.
 
-    `attention` picks the kernel: "auto" (the fused FlashAttention-2 of model.kernels: Triton on CUDA, the tiled
-    PyTorch version on CPU), "flash_torch", "triton", or "reference" (`scaled_dot_product_attention` above)."""
+    `attention` picks the kernel: "auto" (PyTorch's SDPA on CUDA, the tiled PyTorch FlashAttention-2 of
+    model.kernels on CPU), "flash_torch", "triton" (the project's Triton FlashAttention-2), "sdpa" (PyTorch's fused
+    attention), "cudnn" (SDPA's cuDNN backend, CUDA only), or "reference" (`scaled_dot_product_attention` above)."""
 
     def __init__(self, d_model: int, num_heads: int, max_seq_len: int = 2048, rope_theta: float = 10000.0,
                  attention: str = "auto", device=None, dtype=None, num_kv_heads: int | None = None,
@@ -246,7 +247,14 @@ class TransformerLM(nn.Module):
                    vocab_multiple=getattr(cfg, "vocab_multiple", 64),
                    autocast_residual=getattr(cfg, "autocast_residual", True))
 
-    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None) -> Tensor:
+    loss_kernel: str = "auto"
+    """How `forward(..., targets=)` computes the loss: "fused" (`model.kernels.cross_entropy_triton`: the LM head and
+    the loss as one op, the logits' gradient made in the forward pass, the logits never returned), "logits" (the
+    head's logits, then `training.optim.cross_entropy`), or "auto" (fused on CUDA with Triton, else logits)."""
+
+    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None,
+                targets: Tensor | None = None) -> Tensor:
+        """Logits (..., seq, vocab_size); with `targets` (..., seq), the mean next-token cross-entropy instead."""
         total = token_ids.shape[-1] + (cache.length if cache is not None else 0)
         if total > self.context_length:
             raise ValueError(f"sequence of {total} tokens exceeds the context length {self.context_length}")
@@ -258,8 +266,29 @@ class TransformerLM(nn.Module):
             x = x.to(torch.bfloat16)
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, cache.layers[i] if cache is not None else None)
-        logits = self.lm_head(self.ln_final(x))  # (..., seq, padded vocab)
-        return logits[..., : self.vocab_size] if self.padded_vocab != self.vocab_size else logits
+        x = self.ln_final(x)
+        if targets is not None and self._fused_loss(x):
+            from model.kernels.cross_entropy_triton import linear_cross_entropy
+
+            return linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size)
+        logits = self.lm_head(x)  # (..., seq, padded vocab)
+        logits = logits[..., : self.vocab_size] if self.padded_vocab != self.vocab_size else logits
+        if targets is None:
+            return logits
+        from training.optim import cross_entropy
+
+        return cross_entropy(logits, targets)
+
+    def _fused_loss(self, x: Tensor) -> bool:
+        if self.loss_kernel not in ("auto", "fused", "logits"):
+            raise ValueError(f"loss_kernel {self.loss_kernel!r}: auto, fused or logits")
+        if self.lm_head.bias is not None or self.loss_kernel == "logits":
+            return False
+        if self.loss_kernel == "fused":
+            return True
+        from model.kernels import triton_available
+
+        return x.is_cuda and triton_available()
 
 
 class LayerKVCache:

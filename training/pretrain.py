@@ -6,8 +6,9 @@
     torchrun --nproc-per-node 2 -m training.pretrain ...   # the same without Ray
 
 One process (CPU, or one GPU with bf16 autocast and optional torch.compile). Per step: `grad_accum` micro-batches
-from a seeded, resumable sampler; the project's `cross_entropy`, global-norm clipping (`clip_scale`, applied inside
-the update), `AdamW` and cosine schedule.
+from a seeded, resumable sampler; the loss from the model itself (`forward(x, targets=y)`: on CUDA the LM head
+and cross-entropy fused into one Triton op, elsewhere the logits and the project's `cross_entropy`), global-norm
+clipping (`clip_scale`, applied inside the update), `AdamW` and cosine schedule.
 Writes <output>/metrics.jsonl (loss, lr, grad norm, tokens/s, MFU on GPUs), periodic validation loss,
 checkpoints (model, optimizer, step, config, sampler position, RNG states; atomic) and loss.png.
 With several workers (Ray Train or torchrun) the project's DDP (training/ddp.py) synchronises gradients.
@@ -153,7 +154,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             layer.compile()
     elif cfg.compile:
         step_model = torch.compile(ddp or model)
-    loss_fn = torch.compile(cross_entropy) if cfg.compile else cross_entropy  # fused: no fp32 logits copies
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum * world
     flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
@@ -197,7 +197,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     ddp.sync = micro == cfg.grad_accum - 1  # all-reduce once, during the last backward
                 x, y = sampler.next()
                 with autocast():
-                    loss = loss_fn(step_model(x), y) / cfg.grad_accum
+                    # the model computes the loss: on CUDA the LM head and cross-entropy as one fused op
+                    # (model.kernels.cross_entropy_triton), else its logits and `cross_entropy`
+                    loss = step_model(x, targets=y) / cfg.grad_accum
                 loss.backward()
                 total += float(loss.detach())
             if ddp is not None:

@@ -77,6 +77,36 @@ def test_triton_kernels_match_naive(n, m, d, causal):
         torch.testing.assert_close(g.double(), r, atol=1e-4, rtol=1e-4, msg=lambda s, name=name: f"{name}: {s}")
 
 
+@pytest.mark.parametrize("n, m, d", [(n, m, d) for n, m, d in SHAPES if n <= m])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_kind_matches_naive_with_bottom_right_causal(n, m, d, causal):
+    """kind="sdpa" is PyTorch's fused attention under this package's convention: with fewer queries than keys
+    (decoding with a cache) causal masking is bottom-right aligned, where SDPA's own is_causal is top-left."""
+    torch.manual_seed(n * 31 + m + d)
+    q, k, v = torch.randn(2, 3, n, d), torch.randn(2, 3, m, d), torch.randn(2, 3, m, d)
+    do = torch.randn(2, 3, n, d)
+    ref = _grads(lambda a, b, c: naive(a, b, c, causal), q.double(), k.double(), v.double(), do.double())
+    got = _grads(lambda a, b, c: flash_attention(a, b, c, causal=causal, kind="sdpa"), q, k, v, do)
+    for name, g, r in zip(("out", "dq", "dk", "dv"), got, ref):
+        torch.testing.assert_close(g.double(), r, atol=2e-5, rtol=2e-5, msg=lambda s, name=name: f"{name}: {s}")
+
+
+def test_cudnn_kind_on_gpu_matches_naive_and_needs_cuda():
+    """kind="cudnn" holds SDPA to cuDNN's kernels (bf16 on CUDA); on CPU tensors it is a clear error."""
+    q = torch.randn(1, 2, 8, 16)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            flash_attention(q, q, q, kind="cudnn")
+        pytest.skip("the cuDNN kernels need CUDA")
+    torch.manual_seed(3)
+    q, k, v, do = (torch.randn(2, 4, 256, 64, device="cuda") for _ in range(4))
+    ref = _grads(lambda a, b, c: naive(a, b, c, True), q.double(), k.double(), v.double(), do.double())
+    got = _grads(lambda a, b, c: flash_attention(a, b, c, causal=True, kind="cudnn"),
+                 q.bfloat16(), k.bfloat16(), v.bfloat16(), do.bfloat16())
+    for name, g, r in zip(("out", "dq", "dk", "dv"), got, ref):
+        torch.testing.assert_close(g.double(), r, atol=3e-2, rtol=3e-2, msg=lambda s, name=name: f"{name}: {s}")
+
+
 def test_dispatch():
     q = torch.randn(1, 4, 8)
     torch.testing.assert_close(flash_attention(q, q, q, kind="auto"), FlashAttentionTorch.apply(q, q, q, True))
