@@ -167,6 +167,7 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
     table = pr.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
     cats: dict[str, float] = {}
     total = 0.0
+    spans = []  # (start, end, name) of every kernel / copy on the GPU, microseconds
     for e in pr.events():
         if e.name.startswith(("Optimizer.", "##", "Torch-Compiled", "CompiledFunction")):
             continue  # profiler ranges with device time (the optimizer step, compiled-graph calls), not kernels
@@ -174,10 +175,12 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
             us = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0) or 0.0
             cats[_kernel_category(e.name)] = cats.get(_kernel_category(e.name), 0.0) + us
             total += us
+            spans.append((e.time_range.start, e.time_range.end, e.name))
     lines = [f"{mname} batch {batch} overrides {overrides}: CUDA kernel time per step by category"]
     for k, us in sorted(cats.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {k:<50} {us / 3e3:8.2f} ms  {100 * us / max(total, 1e-9):5.1f} %")
     lines.append(f"  {'total':<50} {total / 3e3:8.2f} ms")
+    lines += _idle_report(spans, steps=3)
     text = table + "\n" + "\n".join(lines)
     print(text, flush=True)
     if out:
@@ -186,6 +189,31 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
     del m, opt, fwd
     torch.cuda.empty_cache()
     return 0
+
+
+def _idle_report(spans: list[tuple[float, float, str]], steps: int) -> list[str]:
+    """GPU idle time between the first and last kernel (no kernel running), per step, and the kernels the largest
+    idle stretches follow: where the CPU (launches, Python, syncs) keeps the GPU waiting."""
+    if not spans:
+        return []
+    spans.sort()
+    end, prev, idle = spans[0][1], spans[0][2], 0.0
+    after: dict[str, tuple[float, int]] = {}
+    for start, stop, name in spans[1:]:
+        if start > end:
+            gap = start - end
+            idle += gap
+            key = f"{prev[:60]} -> {name[:40]}"
+            t, n = after.get(key, (0.0, 0))
+            after[key] = (t + gap, n + 1)
+        if stop > end:
+            end, prev = stop, name
+    span = end - spans[0][0]
+    lines = [f"GPU idle between kernels: {idle / steps / 1e3:.2f} ms per step of a {span / steps / 1e3:.2f} ms span "
+             f"({100 * idle / max(span, 1e-9):.1f} %); largest, per step (after -> before):"]
+    for key, (t, n) in sorted(after.items(), key=lambda kv: -kv[1][0])[:10]:
+        lines.append(f"  {t / steps / 1e3:7.3f} ms  x{n / steps:5.1f}  {key}")
+    return lines
 
 
 def optimizer_steps(mname: str, steps: int = 20) -> list[dict]:

@@ -191,7 +191,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             lr = lr_cosine_schedule(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            total = 0.0
+            total = torch.zeros((), device=device)  # summed on the device: no host sync per micro-batch
             for micro in range(cfg.grad_accum):
                 if ddp is not None:
                     ddp.sync = micro == cfg.grad_accum - 1  # all-reduce once, during the last backward
@@ -201,17 +201,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     # (model.kernels.cross_entropy_triton), else its logits and `cross_entropy`
                     loss = step_model(x, targets=y) / cfg.grad_accum
                 loss.backward()
-                total += float(loss.detach())
+                total += loss.detach().float()
             if ddp is not None:
                 ddp.finish_gradient_synchronization()
-                t = torch.tensor([total], device=device)
-                dist.all_reduce(t)
-                total = float(t) / world
+                dist.all_reduce(total)
+                total /= world
             # the clip factor stays on the device and is applied inside the optimizer's update
             norm_t, clip = clip_scale(model.parameters(), cfg.grad_clip)
             opt.step(grad_scale=clip)
             opt.zero_grad(set_to_none=True)
-            norm = float(norm_t)
+            norm, total = float(norm_t), float(total)  # the step's one host sync
             if device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
