@@ -71,6 +71,16 @@ def test_generate_with_cache_equals_full_recompute():
     assert len(long[0]) == 64 - 60
 
 
+def test_generate_with_cache_under_sdpa_attention():
+    """SDPA (what attention="auto" is on CUDA) while decoding with a cache: fewer queries than keys, the mask
+    bottom-right aligned; greedy tokens equal a full recompute's."""
+    torch.manual_seed(2)
+    model = TransformerLM.from_config(PRESETS["tiny"].with_(attention="sdpa"))
+    prompts = torch.randint(0, 512, (2, 4))
+    assert generate(model, prompts, max_new_tokens=10, temperature=0.0) == \
+        generate(model, prompts, max_new_tokens=10, temperature=0.0, use_cache=False)
+
+
 def test_top_p_keeps_the_nucleus_only():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     g = torch.Generator().manual_seed(0)
