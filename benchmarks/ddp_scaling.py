@@ -11,7 +11,9 @@ each transformer block on its own, so a block's buckets are all-reduced while ea
   allreduce_ms   one blocking all-reduce of every gradient (fp32), what the overlap hides
   opt_ms         the optimizer step alone (with ZeRO-1 this includes broadcasting every parameter from its owner)
 Efficiency at N GPUs = tokens/s(N) / (N x tokens/s(1)) of the same model and mode. Random tokens, context 1024,
-bf16 autocast, the project's model, AdamW, cross_entropy and clip_gradients. CPU (gloo) works for a smoke test.
+bf16 autocast, the project's model (its loss from `forward(x, targets=y)`: the fused LM head + cross-entropy on
+CUDA), AdamW (the Triton kernel when compiled on CUDA) and clipping inside the update, as `sift pretrain` runs
+them. CPU (gloo) works for a smoke test.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.config import forward_flops_per_token, parameter_count, preset  # noqa: E402
 from model.layers import TransformerLM  # noqa: E402
 from training.ddp import DDPBucketed, ShardedOptimizer  # noqa: E402
-from training.optim import AdamW, clip_gradients, cross_entropy  # noqa: E402
+from training.optim import AdamW, clip_scale  # noqa: E402
 
 PEAK = 989e12  # dense bf16, H100/H200 SXM
 BATCH = {"gpt2-small": 32, "gpt2-medium": 16, "gpt2-large": 8}
@@ -61,9 +63,8 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     model = TransformerLM.from_config(cfg, device=device)
     ddp = DDPBucketed(model, bucket_mb=args.bucket_mb)
-    kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled="auto" if args.compile else False)
     opt = ShardedOptimizer(model.parameters(), AdamW, **kw) if mode == "zero1" else AdamW(model.parameters(), **kw)
-    loss_fn = cross_entropy
     fwd = ddp
     if args.compile:
         if args.compile_mode == "blocks":
@@ -71,7 +72,6 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
                 layer.compile()
         else:  # one graph: gradients all appear at the end of backward (no overlap), more fusion
             fwd = torch.compile(ddp)
-        loss_fn = torch.compile(cross_entropy)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     g = torch.Generator(device=device).manual_seed(1000 + rank)
     ids = torch.randint(0, cfg.vocab_size, (batch, ctx + 1), device=device, generator=g)
@@ -80,14 +80,14 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     def step(sync: bool = True):
         ddp.sync = sync
         with autocast:
-            loss = loss_fn(fwd(x), y)
+            loss = fwd(x, targets=y)
         loss.backward()
         if sync:
             ddp.finish_gradient_synchronization()
         else:
             ddp._reset()
-        clip_gradients(model.parameters(), 1.0)
-        opt.step()
+        _, clip = clip_scale(model.parameters(), 1.0)
+        opt.step(grad_scale=clip)
         opt.zero_grad(set_to_none=True)
 
     for _ in range(args.warmup):
