@@ -8,6 +8,7 @@ no `torch.nn.functional` layers. Every function and module accepts arbitrary lea
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from einops import einsum, rearrange
@@ -285,6 +286,8 @@ class TransformerLM(nn.Module):
         if self.lm_head.bias is not None or self.loss_kernel == "logits":
             return False
         if self.loss_kernel == "fused":
+            if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+                raise ValueError("loss_kernel 'fused' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
             return True
         from model.kernels import triton_available
 
