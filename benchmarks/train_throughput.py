@@ -5,9 +5,9 @@
     python benchmarks/train_throughput.py --profile --models gpt2-medium     # top kernels + time by category
 
 Both sides: bf16 autocast, the same shapes (RMSNorm, SwiGLU, interleaved RoPE, causal attention, untied head),
-random tokens, context 1024. sift: `TransformerLM` (FlashAttention-2 Triton kernel; the loss from the model's
-`forward(x, targets=y)`, i.e. the fused LM head + cross-entropy Triton op on CUDA), the project's AdamW, with and
-without torch.compile. Reference: nn.Linear / nn.Embedding / nn.RMSNorm, SDPA,
+random tokens, context 1024. sift: `TransformerLM` as `sift pretrain` runs it (attention "auto" = PyTorch SDPA on
+CUDA; the loss from the model's `forward(x, targets=y)`, i.e. the fused LM head + cross-entropy Triton op), the
+project's AdamW, with and without torch.compile. Reference: nn.Linear / nn.Embedding / nn.RMSNorm, SDPA,
 torch.compile, fused torch.optim.AdamW. Reported: tokens/s (median step time over `--steps` after warm-up) and
 MFU = 3 x forward FLOPs (model.config.forward_flops_per_token: matmuls incl. LM head and causal attention) per
 token over the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
@@ -118,6 +118,22 @@ def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: 
             "max_mem_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
+def _sift(base, overrides: dict, compiled: bool, compile_mode: str | None):
+    """(config, model, AdamW, the callable to step, the overrides applied) for one sift variant: ModelConfig
+    overrides plus `optimizer=` (OPTIMIZERS) and `loss=` (TransformerLM.loss_kernel); the loss is computed inside
+    the model's forward, as `sift pretrain` does."""
+    ov = dict(overrides)
+    opt_mode = OPTIMIZERS[ov.pop("optimizer", "auto")]
+    opt_mode = opt_mode if compiled else False  # the eager run: plain foreach AdamW
+    loss_kernel = ov.pop("loss", "auto")
+    cfg = base.with_(**ov)
+    torch.manual_seed(0)
+    m = TransformerLM.from_config(cfg, device="cuda")
+    m.loss_kernel = loss_kernel
+    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
+    return cfg, m, opt, (torch.compile(m, mode=compile_mode) if compiled else m), {**ov, "loss": loss_kernel}
+
+
 def _kernel_category(name: str) -> str:
     n = name.lower()
     if "cudnn" in n or "sdpa" in n or "pytorch_flash" in n or "fmha" in n:
@@ -138,16 +154,8 @@ def profile(mname: str, overrides: dict, out: str | None = None, batch: int | No
     """Top CUDA kernels of three compiled sift steps, and their time by category; written to `out` too."""
     from torch.profiler import ProfilerActivity, profile as prof
 
-    overrides = dict(overrides)
-    opt_mode = OPTIMIZERS[overrides.pop("optimizer", "auto")]
-    loss_kernel = overrides.pop("loss", "auto")
-    cfg = preset(mname, **{"context_length": 1024, **overrides})
+    cfg, m, opt, fwd, _ = _sift(preset(mname, context_length=1024), overrides, True, compile_mode)
     batch = batch or (32 if mname == "gpt2-small" else 16)
-    torch.manual_seed(0)
-    m = TransformerLM.from_config(cfg, device="cuda")
-    m.loss_kernel = loss_kernel
-    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
-    fwd = torch.compile(m, mode=compile_mode)
     ids = torch.randint(0, cfg.vocab_size, (batch, 1025), device="cuda")
 
     def step():
@@ -309,19 +317,10 @@ def main() -> int:
         runs = ([] if args.no_eager else [("", {}, False)]) + [(label, ov, True) for label, ov in variants]
         results = []
         for label, ov, compiled in runs:
-            ov = dict(ov)
-            opt_mode = OPTIMIZERS[ov.pop("optimizer", "auto")] if compiled else False
-            loss_kernel = ov.pop("loss", "auto")
-            cfg = base.with_(**ov)
             name = f"sift{' +compile' if compiled else ''}{f' [{label}]' if label else ''}"
-            torch.manual_seed(0)
-            m = TransformerLM.from_config(cfg, device="cuda")
-            m.loss_kernel = loss_kernel  # the loss inside the model's forward, as `sift pretrain` computes it
-            opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
-            fwd = torch.compile(m, mode=args.compile_mode) if compiled else m
+            cfg, m, opt, fwd, ov = _sift(base, ov, compiled, args.compile_mode)
             try:
-                results.append({**run(name, fwd, opt, None, batch, 1024, cfg.vocab_size, args.steps, ft),
-                                "overrides": {**ov, "loss": loss_kernel}})
+                results.append({**run(name, fwd, opt, None, batch, 1024, cfg.vocab_size, args.steps, ft), "overrides": ov})
             except Exception as exc:
                 results.append({"impl": name, "overrides": ov, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             del m, opt, fwd

@@ -8,7 +8,6 @@ no `torch.nn.functional` layers. Every function and module accepts arbitrary lea
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from einops import einsum, rearrange
@@ -285,12 +284,12 @@ class TransformerLM(nn.Module):
             raise ValueError(f"loss_kernel {self.loss_kernel!r}: auto, fused or logits")
         if self.lm_head.bias is not None or self.loss_kernel == "logits":
             return False
+        from model.kernels import triton_available, triton_runs_on
+
         if self.loss_kernel == "fused":
-            if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            if not triton_runs_on(x):
                 raise ValueError("loss_kernel 'fused' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
             return True
-        from model.kernels import triton_available
-
         return x.is_cuda and triton_available()
 
 

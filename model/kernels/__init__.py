@@ -25,6 +25,11 @@ def triton_available() -> bool:
     return True
 
 
+def triton_runs_on(t: torch.Tensor) -> bool:
+    """Whether a Triton kernel can take this tensor: a CUDA tensor, or any under TRITON_INTERPRET=1 (CPU tests)."""
+    return t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, kind: str = "auto") -> torch.Tensor:
     if kind == "auto":
         # on CUDA, PyTorch's SDPA (cuDNN's FlashAttention-3-style kernels on an H100 with torch 2.11): inside a
@@ -34,7 +39,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     if kind == "flash_torch":
         return FlashAttentionTorch.apply(q, k, v, causal)
     if kind == "triton":
-        if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        if not triton_runs_on(q):
             raise ValueError("the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
         return _triton_attention(q, k, v, causal)
     if kind in ("sdpa", "cudnn"):
@@ -71,4 +76,4 @@ def _triton_attention(q, k, v, causal):
     return triton_attention(q, k, v, causal)
 
 
-__all__ = ["flash_attention", "FlashAttentionTorch", "triton_available"]
+__all__ = ["flash_attention", "FlashAttentionTorch", "triton_available", "triton_runs_on"]
