@@ -14,6 +14,7 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from model.config import default_d_ff  # noqa: F401 - re-exported (the SwiGLU default width)
+from model.loss import cross_entropy
 
 
 def _trunc_normal_(w: Tensor, std: float) -> Tensor:
@@ -250,7 +251,7 @@ class TransformerLM(nn.Module):
     loss_kernel: str = "auto"
     """How `forward(..., targets=)` computes the loss: "fused" (`model.kernels.cross_entropy_triton`: the LM head and
     the loss as one op, the logits' gradient made in the forward pass, the logits never returned), "logits" (the
-    head's logits, then `training.optim.cross_entropy`), or "auto" (fused on CUDA with Triton, else logits)."""
+    head's logits, then `model.loss.cross_entropy`), or "auto" (fused on CUDA with Triton, else logits)."""
 
     def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: "KVCache | None" = None,
                 targets: Tensor | None = None) -> Tensor:
@@ -275,8 +276,6 @@ class TransformerLM(nn.Module):
         logits = logits[..., : self.vocab_size] if self.padded_vocab != self.vocab_size else logits
         if targets is None:
             return logits
-        from training.optim import cross_entropy
-
         return cross_entropy(logits, targets)
 
     def _fused_loss(self, x: Tensor) -> bool:

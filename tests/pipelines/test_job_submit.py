@@ -41,6 +41,15 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait()
 
 
+def _probe(cmd: list[str], env: dict, timeout: float = 30) -> subprocess.CompletedProcess | None:
+    """One readiness probe; None when it hangs (a client attaching to a cluster that is still starting can block
+    with no timeout of its own: the child is killed and the caller retries until its deadline)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _node_ports() -> list[str]:
     agent_grpc, agent_http, metrics, runtime_env, node_mgr, obj_mgr = free_ports(6)
     return [f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
@@ -74,9 +83,8 @@ def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
         while time.time() < deadline:
             if procs[0].poll() is not None:
                 pytest.fail(f"ray head exited early:\n{(tmp_path / 'ray-head.log').read_text()[-3000:]}")
-            ok = subprocess.run([str(RAY_BIN), "job", "list", "--address", address], capture_output=True, text=True,
-                                env=env)
-            if ok.returncode == 0:
+            ok = _probe([str(RAY_BIN), "job", "list", "--address", address], env)
+            if ok is not None and ok.returncode == 0:
                 break
             time.sleep(1)
         else:
@@ -89,13 +97,13 @@ def _ray_cluster(tmp_path: Path, head_cpus: int, worker_cpus: list[int]):
             count = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
                      "print(sum(n['Alive'] for n in ray.nodes()))")
             while time.time() < deadline + 60:
-                alive = subprocess.run([sys.executable, "-c", count, f"127.0.0.1:{gcs}"], capture_output=True,
-                                       text=True, env=env)
-                if alive.stdout.strip() == str(1 + len(worker_cpus)):
+                alive = _probe([sys.executable, "-c", count, f"127.0.0.1:{gcs}"], env)
+                if alive is not None and alive.stdout.strip() == str(1 + len(worker_cpus)):
                     break
                 time.sleep(1)
             else:
-                pytest.fail(f"worker nodes did not join: {alive.stdout} {alive.stderr[-2000:]}")
+                why = "the probe hung" if alive is None else f"{alive.stdout} {alive.stderr[-2000:]}"
+                pytest.fail(f"worker nodes did not join: {why}")
         yield address, env, procs
     finally:
         for proc in reversed(procs):  # worker nodes first, then the head

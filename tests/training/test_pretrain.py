@@ -168,3 +168,24 @@ def test_mfu_is_over_the_peak_of_every_device():
     assert mfu(1e15, 1.0, 1e15, world=4) == pytest.approx(0.25)
     assert mfu(1e15, 2.0, 1e15) == pytest.approx(0.5)
     assert mfu(1e15, 1.0, None, world=4) is None
+
+
+def test_a_one_rank_group_trains_as_one_process_without_the_ddp_wrapper(shards, tmp_path, monkeypatch):
+    """Ray Train with one worker initialises a process group of one: nothing to all-reduce, so no DDP buckets or
+    hooks, and the losses equal a plain single-process run's."""
+    import torch.distributed as dist
+
+    import training.ddp
+
+    def refuse(*a, **k):
+        raise AssertionError("DDPBucketed built for a world of one")
+
+    alone = train(_cfg(shards, tmp_path / "alone", steps=6))
+    monkeypatch.setattr(training.ddp, "DDPBucketed", refuse)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        grouped = train(_cfg(shards, tmp_path / "group", steps=6))
+    finally:
+        dist.destroy_process_group()
+    assert grouped["losses"] == alone["losses"]
+    assert json.loads((tmp_path / "group" / "config.json").read_text())["world_size"] == 1
