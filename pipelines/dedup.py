@@ -31,6 +31,7 @@ import io
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -200,23 +201,73 @@ def _band_rows(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int
                      "place": pa.array(out_place, pa.string())})
 
 
-def _bucket_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
-    """Candidate pairs of one LSH bucket (all pairs, or a star from the first member if huge)."""
-    members = sorted(set(group.column("place").to_pylist()))
-    if len(members) <= max_bucket:
-        pairs = [(members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))]
-    else:
-        pairs = [(members[0], m) for m in members[1:]]
-    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string())})
+STAR_CHUNK = 1024
+"""Members of an oversized bucket's star (or new documents of an index bucket) that share one verification cell."""
+_M64 = (1 << 64) - 1
+_ROWS_PER_SHARD = 100_000
+"""Rows a coarse shard of the Ray Data path aims at (see `_shards`)."""
 
 
-def _unique_pairs(band_rows: pa.Table, max_bucket: int) -> pa.Table:
-    """The in-process path's candidate pairs: the set that `_bucket_pairs` over every (band, key) bucket, then a
-    groupby on (a, b), gives (a < b; a bucket over `max_bucket` members pairs its first with the rest), built as
-    integer codes. Copies of a page share all of their buckets: k copies make k(k-1)/2 pairs in each band, and
-    the per-bucket lists held every band's copy of them (2.2 M pair rows for 9,920 pages at 32 copies each)."""
+def _cell(band: int, key: int, chunk: int) -> int:
+    """The verification cell of an LSH bucket (or of one chunk of a huge one) as an int64 (a splitmix64 mix; two
+    buckets that collide only share a cell, which changes no score)."""
+    x = (int(band) * 0x9E3779B97F4A7C15 + int(key) * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    x ^= x >> 31
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over an integer array (as uint64): equal inputs, equal outputs, in every process."""
+    x = values.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _string_hash(column) -> np.ndarray:
+    """A stable 32-bit hash (CRC-32) of each string (Python's str hash differs between processes)."""
+    return np.fromiter((zlib.crc32(s.encode()) for s in column.to_pylist()), np.uint64, count=len(column))
+
+
+def _shard_of(batch: pa.Table, columns: tuple[str, ...], shards: int) -> np.ndarray:
+    """Coarse shard (0 <= s < shards) of each row, from its values in `columns` (integers or strings)."""
+    h = np.zeros(batch.num_rows, np.uint64)
+    with np.errstate(over="ignore"):
+        for c in columns:
+            col = batch.column(c)
+            part = _string_hash(col) if pa.types.is_string(col.type) else col.to_numpy().astype(np.int64).view(np.uint64)
+            h = _mix(h * np.uint64(0x9E3779B97F4A7C15) + part)
+    return (h % np.uint64(shards)).astype(np.int64)
+
+
+def _with_shard(batch: pa.Table, columns: tuple[str, ...], shards: int, name: str = "shard") -> pa.Table:
+    return batch.append_column(name, pa.array(_shard_of(batch, columns, shards), pa.int64()))
+
+
+def _shards(rows: int, partitions: int) -> int:
+    """How many coarse shards for a Ray Data groupby over `rows` rows. Grouping by shard, not by each bucket, pair or
+    document, lets one vectorised call handle a shard's many small groups: Ray Data's `map_groups` costs ~30 µs a
+    group, and its built-in aggregations ~35 µs a row here (a groupby(a, b).min() of 1.06 M pair rows: 38 s on
+    2 CPUs; the same by shard: 4 s)."""
+    return max(partitions, -(-rows // _ROWS_PER_SHARD))
+
+
+def _unique_pairs(band_rows: pa.Table, max_bucket: int, cells: bool = False) -> pa.Table:
+    """The candidate pairs of every (band, key) bucket among `band_rows` (whole buckets: all of them in process, one
+    coarse shard on Ray Data): each pair once, a < b; a bucket over `max_bucket` members pairs its first with the
+    rest. Built as integer codes: copies of a page share all of their buckets, k copies make k(k-1)/2 pairs in each
+    band (2.2 M pair rows for 9,920 pages at 32 copies each as per-bucket lists). With `cells`, each pair also
+    carries the smallest cell of the buckets that made it (`_cell`; a star has one cell per `STAR_CHUNK` members)."""
+    empty = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string()),
+                      **({"cell": pa.array([], pa.int64())} if cells else {})})
     if not band_rows.num_rows:
-        return pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
+        return empty
     encoded = band_rows.column("place").combine_chunks().dictionary_encode()
     names = encoded.dictionary
     order = pc.array_sort_indices(names).to_numpy()  # codes in string order, so a < b as strings too
@@ -230,7 +281,7 @@ def _unique_pairs(band_rows: pa.Table, max_bucket: int) -> pa.Table:
     starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
     ends = np.r_[starts[1:], len(rows)]
     n = np.int64(len(names))
-    codes = []
+    codes, cell_parts = [], []
     for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
         members = np.unique(member[lo:hi])
         if len(members) < 2:
@@ -238,28 +289,120 @@ def _unique_pairs(band_rows: pa.Table, max_bucket: int) -> pa.Table:
         if len(members) <= max_bucket:
             i, j = np.triu_indices(len(members), 1)
             codes.append(members[i] * n + members[j])
+            if cells:
+                cell_parts.append(np.full(len(i), _cell(band[lo], key[lo], 0), np.int64))
         else:
             codes.append(members[0] * n + members[1:])
-    codes = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int64)
+            if cells:
+                chunks = 1 + np.arange(len(members) - 1) // STAR_CHUNK
+                cell_parts.append(np.array([_cell(band[lo], key[lo], int(c)) for c in chunks], np.int64))
+    if not codes:
+        return empty
+    codes = np.concatenate(codes)
+    if cells:
+        cell = np.concatenate(cell_parts)
+        by = np.lexsort((cell, codes))  # per code, its smallest cell first
+        codes, cell = codes[by], cell[by]
+        first = np.r_[True, codes[1:] != codes[:-1]]
+        codes, cell = codes[first], cell[first]
+    else:
+        codes = np.unique(codes)
     sorted_names = names.take(pa.array(order))
-    return pa.table({"a": sorted_names.take(pa.array(codes // n)), "b": sorted_names.take(pa.array(codes % n))})
+    out = {"a": sorted_names.take(pa.array(codes // n)), "b": sorted_names.take(pa.array(codes % n))}
+    return pa.table({**out, "cell": pa.array(cell, pa.int64())} if cells else out)
 
 
-def _side_rows(pairs: pa.Table) -> pa.Table:
-    """Each unique candidate pair as two rows (one per document), to be met by its shingles."""
-    a, b = pairs.column("a").to_pylist(), pairs.column("b").to_pylist()
-    ids = [f"{x}|{y}" for x, y in zip(a, b)]
-    return pa.table({
-        "place": pa.array(a + b, pa.string()),
-        "pair": pa.array(ids + ids, pa.string()),
-        "shingles": pa.array([[]] * (2 * len(a)), pa.list_(pa.uint32())),
-    })
+def _shard_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
+    """One coarse shard of band rows (whole buckets) -> its buckets' candidate pairs with their cells."""
+    return _unique_pairs(group, max_bucket, cells=True)
+
+
+def _pair_table(pairs: list[tuple[str, str]], cells: list[int]) -> pa.Table:
+    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string()),
+                     "cell": pa.array(cells, pa.int64())})
+
+
+def _fewest_cells(group: pa.Table) -> pa.Table:
+    """One coarse shard of (a, b, cell) rows (a pair's rows from every band share a shard) -> each pair once, with
+    its smallest cell."""
+    low = group.group_by(["a", "b"]).aggregate([("cell", "min")])
+    return pa.table({"a": low.column("a"), "b": low.column("b"), "cell": low.column("cell_min")})
+
+
+# Verification on Ray Data. A candidate pair is met by both documents' shingle sets in a verification shard: the one
+# of its cell (the LSH bucket that produced it, the smallest cell among its buckets). Each document's set is copied
+# once into every verification shard where it has a pair: at most once per band, however many pairs it is in.
+# (Copying a set into every pair cost k - 1 copies per document of a cluster of k copies: 4.4 M copies of ~1,000
+# shingles for the 2.2 M pairs of 1,082 pages at 64 copies each.)
+
+
+def _route_rows(pairs: pa.Table) -> pa.Table:
+    """(a, b, vshard) pairs -> one (place, vshard) row per document and verification shard it is needed in
+    (shingles empty), to meet that document's shingle row (vshard null) in a groupby on the document's shard."""
+    places = pa.concat_arrays([pairs.column("a").combine_chunks(), pairs.column("b").combine_chunks()])
+    cells = pa.concat_arrays([pairs.column("vshard").combine_chunks()] * 2)
+    unique = pa.table({"place": places, "vshard": cells}).group_by(["place", "vshard"]).aggregate([])
+    return pa.table({"place": unique.column("place"), "vshard": unique.column("vshard"),
+                     "shingles": pa.array([[]] * unique.num_rows, pa.list_(pa.uint32()))})
+
+
+def _to_shards(group: pa.Table) -> pa.Table:
+    """Rows of some documents (each one's own set row: vshard null; their route rows) -> each set copied into each
+    verification shard it is routed to, as verification rows (vshard, place, b null, shingles). A document
+    without an own row is routed nowhere (its pairs are dropped); of several own rows, the first counts."""
+    own = group.column("vshard").is_null().to_numpy(zero_copy_only=False)
+    places = group.column("place").to_pylist()
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(own):
+        first.setdefault(places[i], int(i))
+    routes = [int(i) for i in np.flatnonzero(~own) if places[i] in first]
+    take = pa.array(np.array([first[places[i]] for i in routes], np.int64))
+    return pa.table({"vshard": group.column("vshard").take(pa.array(routes, pa.int64())),
+                     "place": group.column("place").take(take), "b": pa.nulls(len(routes), pa.string()),
+                     "shingles": group.column("shingles").take(take)})
+
+
+def _verify_pair_rows(pairs: pa.Table) -> pa.Table:
+    """(a, b, vshard) pairs as verification rows (vshard, place = a, b, no shingles)."""
+    return pa.table({"vshard": pairs.column("vshard"), "place": pairs.column("a"), "b": pairs.column("b"),
+                     "shingles": pa.array([[]] * pairs.num_rows, pa.list_(pa.uint32()))})
+
+
+def _verify_shard(group: pa.Table, threshold: float, estimate: bool = False) -> pa.Table:
+    """One verification shard: its documents' sets and its pairs -> the pairs scoring at least `threshold` (exact
+    shingle Jaccard; with `estimate`, the sets are MinHash signatures and the score their agreement)."""
+    is_set = group.column("b").is_null()
+    pairs = group.filter(pc.invert(is_set))
+    return _verify_in_process(pa.table({"a": pairs.column("place"), "b": pairs.column("b")}), group.filter(is_set),
+                              threshold, _signature_agreement if estimate else _jaccard)
+
+
+def _with_vshard(pairs: pa.Table, shards: int) -> pa.Table:
+    return pa.table({"a": pairs.column("a"), "b": pairs.column("b"),
+                     "vshard": pa.array(_shard_of(pairs, ("cell",), shards), pa.int64())})
+
+
+def _verify_on_ray(unique, set_rows, threshold: float, partitions: int, estimate: bool = False):
+    """Ray Data verification of (a, b, cell) pairs against (place, vshard null, shingles) set rows: the sets are
+    copied into the verification shards of their cells (a groupby on the document's shard), then each shard is
+    verified (a groupby on it). Materialised."""
+    n_pairs = unique.count()
+    pairs = unique.map_batches(functools.partial(_with_vshard, shards=_shards(2 * n_pairs, partitions)),
+                               batch_format="pyarrow").materialize()
+    doc_shard = functools.partial(_with_shard, columns=("place",), shards=_shards(3 * n_pairs, partitions),
+                                  name="dshard")
+    routed = pairs.map_batches(_route_rows, batch_format="pyarrow").union(set_rows) \
+        .map_batches(doc_shard, batch_format="pyarrow") \
+        .groupby("dshard", num_partitions=partitions).map_groups(_to_shards, batch_format="pyarrow")
+    return routed.union(pairs.map_batches(_verify_pair_rows, batch_format="pyarrow")) \
+        .groupby("vshard", num_partitions=partitions).map_groups(
+            functools.partial(_verify_shard, threshold=threshold, estimate=estimate), batch_format="pyarrow").materialize()
 
 
 def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | None" = None) -> pa.Table:
-    """Each document's shingle set as one row; with `only` (a sorted key array, or its object-store reference),
-    just the documents in some candidate pair (the others are never verified, so their shingles need not be
-    computed or shuffled)."""
+    """Each document's shingle set as one row (place, vshard null, shingles); with `only` (a sorted key array, or
+    its object-store reference), just the documents in some candidate pair (the others are never verified, so
+    their shingles need not be computed or shuffled)."""
     from operators.minhash import shingle_sets
 
     places, texts = _places(batch), batch.column("text").to_pylist()
@@ -269,74 +412,40 @@ def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | Non
     values, offsets = shingle_sets(texts, ngram)
     return pa.table({
         "place": pa.array(places, pa.string()),
-        "pair": pa.array([""] * len(texts), pa.string()),
+        "vshard": pa.nulls(len(texts), pa.int64()),
         "shingles": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32())),
     })
 
 
-def _uint32_lists(arrays: list[np.ndarray]) -> pa.Array:
-    """A list<uint32> column built from numpy arrays without making a Python int per element."""
-    offsets = np.zeros(len(arrays) + 1, np.int32)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    values = np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.zeros(0, np.uint32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint32()))
-
-
-def _list_values(column, i: int) -> np.ndarray:
-    """Element `i` of a list<uint32> column as a numpy array (empty for a null)."""
-    values = column[i].values
-    return np.zeros(0, np.uint32) if values is None else values.to_numpy(zero_copy_only=False)
-
-
-def _attach_shingles(group: pa.Table) -> pa.Table:
-    """Rows of one document: its shingle row and its pair rows -> pair rows carrying the shingles (copied in
-    Arrow, 4 bytes a shingle: a document in k pairs is copied k times, so no Python int per shingle)."""
-    pairs = group.column("pair").to_pylist()
-    own = [i for i, p in enumerate(pairs) if p == ""]
-    rows = [i for i, p in enumerate(pairs) if p != ""]
-    column = group.column("shingles").combine_chunks()
-    if own:
-        shingles = column.take(pa.array(np.full(len(rows), own[0], np.int64)))
-    else:
-        shingles = _uint32_lists([np.zeros(0, np.uint32)] * len(rows))
-    return pa.table({"pair": pa.array([pairs[i] for i in rows], pa.string()), "shingles": shingles})
-
-
-def _verify_pair(group: pa.Table, threshold: float) -> pa.Table:
-    """Both sides of one candidate pair -> the pair with its exact Jaccard, if above threshold.
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two sorted unique shingle-hash arrays; 0 when either is empty.
 
     Shingle hashes are 32-bit, so the Jaccard of hash sets equals that of shingle sets up to
     collisions (about 1e-6 per pair of ~1,000-shingle documents)."""
-    column = group.column("shingles").combine_chunks()
-    sets = [_list_values(column, i) for i in range(len(column))]
-    pair = group.column("pair")[0].as_py()
-    similarity = _jaccard(*sets) if len(sets) == 2 else 0.0
-    keep = similarity >= threshold
-    a, b = pair.split("|", 1)
-    return pa.table({"a": pa.array([a] if keep else [], pa.string()), "b": pa.array([b] if keep else [], pa.string()),
-                     "similarity": pa.array([similarity] if keep else [], pa.float64())})
-
-
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard of two sorted unique shingle-hash arrays; 0 when either is empty."""
     if not len(a) or not len(b):
         return 0.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / (len(a) + len(b) - inter)
 
 
-def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) -> pa.Table:
-    """The in-process path's pair verification: what `_attach_shingles` + `_verify_pair` give (a pair whose side
-    is missing scores 0), read straight from the one table of shingle sets."""
+def _signature_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The MinHash estimate of the Jaccard: the share of equal signature values; 0 for an empty or mismatched pair."""
+    return float(np.mean(a == b)) if len(a) and len(a) == len(b) else 0.0
+
+
+def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float, score=_jaccard) -> pa.Table:
+    """Pair verification from one table of sets (place, shingles): each (a, b) pair with both sides present and
+    `score(set_a, set_b) >= threshold`, as (a, b, similarity); a pair whose side is missing is dropped. Used
+    whole by the in-process path and per verification shard (`_verify_shard`) by the Ray Data path."""
     column = shingles.column("shingles").combine_chunks()
     values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
-    # documents with equal shingle sets (copies of a page) are one set here: a pair inside such a group scores 1.0
-    # (0.0 for empty sets, as _jaccard), and two groups are compared once, however many pairs join their members
+    # documents with equal sets (copies of a page) are one set here: a pair inside such a group scores 1.0
+    # (0.0 for empty sets, as both scores give), and two groups are compared once, however many pairs join them
     group_of: dict[str, int] = {}
     group_rows: list[int] = []
     by_content: dict[bytes, int] = {}
     for i, p in enumerate(shingles.column("place").to_pylist()):
-        if p not in group_of:  # the first row of a place, as `_attach_shingles` takes
+        if p not in group_of:  # the first row of a place
             g = by_content.setdefault(values[offsets[i]: offsets[i + 1]].tobytes(), len(group_rows))
             if g == len(group_rows):
                 group_rows.append(i)
@@ -351,7 +460,7 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float) ->
         sim = scores.get(key)
         if sim is None:
             ia, ib = group_rows[ga], group_rows[gb]
-            sim = scores[key] = _jaccard(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
+            sim = scores[key] = score(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
         if sim >= threshold:
             kept_a.append(a)
             kept_b.append(b)
@@ -492,9 +601,15 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
     if local:
         unique = _dataset_like(docs, _unique_pairs(band_rows.table, cfg.max_bucket))
     else:
-        pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
-            functools.partial(_bucket_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-        unique = pairs.groupby(["a", "b"], num_partitions=partitions).count().materialize()
+        # coarse shards of whole buckets, then of pairs (see `_shards`): no Python call per bucket or per pair
+        band_rows = band_rows.materialize()  # (its size sets the shard count)
+        shards = _shards(band_rows.count(), partitions)
+        pairs = band_rows.map_batches(functools.partial(_with_shard, columns=("band", "key"), shards=shards),
+                                      batch_format="pyarrow") \
+            .groupby("shard", num_partitions=partitions).map_groups(
+                functools.partial(_shard_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
+        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=shards), batch_format="pyarrow") \
+            .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
     candidates = collect_keys(unique, place_keys, ("a", "b"))
     if not len(candidates):
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
@@ -504,11 +619,7 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
     if local:  # one table of shingle sets: each pair reads both sides from it (no per-pair tables)
         verified = _dataset_like(docs, _verify_in_process(unique.table, shingle_rows.table, cfg.jaccard_threshold))
     else:
-        sides = unique.map_batches(_side_rows, batch_format="pyarrow")
-        attached = sides.union(shingle_rows).groupby("place", num_partitions=partitions).map_groups(
-            _attach_shingles, batch_format="pyarrow")
-        verified = attached.groupby("pair", num_partitions=partitions).map_groups(
-            functools.partial(_verify_pair, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
+        verified = _verify_on_ray(unique, shingle_rows, cfg.jaccard_threshold, partitions)
     if not verified.count():
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
     if verified.count() >= cfg.distributed_cc_min_edges:
@@ -632,26 +743,15 @@ def _sig_band_rows(batch: pa.Table, bands: int, rows: int) -> pa.Table:
 
 
 def _cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
-    """Candidate (new, indexed) pairs of one LSH bucket; pairs among new or among old documents are not needed."""
+    """Candidate (new, indexed) pairs of one LSH bucket (pairs among new or among old documents are not needed),
+    each with its cell: the bucket, one cell per `STAR_CHUNK` new documents."""
     old = group.column("old").to_pylist()
     places = group.column("place").to_pylist()
+    band, key = group.column("band")[0].as_py(), group.column("key")[0].as_py()
     olds = sorted({p for p, o in zip(places, old) if o})[:max_bucket]
     news = sorted({p for p, o in zip(places, old) if not o})
-    pairs = [(n, o) for n in news for o in olds]
-    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string())})
-
-
-def _verify_estimate(group: pa.Table, threshold: float) -> pa.Table:
-    """Both signatures of one (new, indexed) pair -> the pair with its estimated Jaccard, if above threshold."""
-    column = group.column("shingles").combine_chunks()
-    sigs = [_list_values(column, i) for i in range(len(column))]
-    pair = group.column("pair")[0].as_py()
-    ok = len(sigs) == 2 and len(sigs[0]) and len(sigs[0]) == len(sigs[1])
-    similarity = float(np.mean(sigs[0] == sigs[1])) if ok else 0.0
-    keep = similarity >= threshold
-    a, b = pair.split("|", 1)
-    return pa.table({"a": pa.array([a] if keep else [], pa.string()), "b": pa.array([b] if keep else [], pa.string()),
-                     "similarity": pa.array([similarity] if keep else [], pa.float64())})
+    return _pair_table([(n, o) for n in news for o in olds],
+                       [_cell(band, key, i // STAR_CHUNK) for i in range(len(news)) for _ in olds])
 
 
 def _as_sig_rows(batch: pa.Table, prefix: str, old: bool) -> pa.Table:
@@ -663,8 +763,9 @@ def _as_sig_rows(batch: pa.Table, prefix: str, old: bool) -> pa.Table:
 
 
 def _sig_attach_rows(batch: pa.Table) -> pa.Table:
-    return pa.table({"place": batch.column("place"), "pair": pa.array([""] * batch.num_rows, pa.string()),
-                     "shingles": batch.column("signature")})
+    """Signature rows as verification sets (place, vshard null, shingles = the signature)."""
+    return pa.table({"place": batch.column("place"), "vshard": pa.nulls(batch.num_rows, pa.int64()),
+                     "shingles": batch.column("signature").cast(pa.list_(pa.uint32()))})
 
 
 _MATCH_SCHEMA = pa.schema([("place", pa.string()), ("new", pa.string()), ("similarity", pa.float64()),
@@ -730,12 +831,10 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
         band_rows = remaining.union(old).map_batches(functools.partial(_sig_band_rows, bands=bands, rows=rows), batch_format="pyarrow")
         pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
             functools.partial(_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-        unique = pairs.groupby(["a", "b"], num_partitions=partitions).count()
-        sides = unique.map_batches(_side_rows, batch_format="pyarrow")
+        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=partitions), batch_format="pyarrow") \
+            .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
         sig_rows = remaining.union(old).map_batches(_sig_attach_rows, batch_format="pyarrow")
-        attached = sides.union(sig_rows).groupby("place", num_partitions=partitions).map_groups(_attach_shingles, batch_format="pyarrow")
-        verified = attached.groupby("pair", num_partitions=partitions).map_groups(
-            functools.partial(_verify_estimate, threshold=cfg.jaccard_threshold), batch_format="pyarrow").materialize()
+        verified = _verify_on_ray(unique, sig_rows, cfg.jaccard_threshold, partitions, estimate=True)
     if cfg.fuzzy and verified.count():
         best = verified.groupby("a", num_partitions=partitions).map_groups(_best_match, batch_format="pyarrow")
         ids = old.map_batches(_old_id_rows, batch_format="pyarrow")

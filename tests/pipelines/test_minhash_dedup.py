@@ -64,14 +64,34 @@ def test_banding_math():
     assert jaccard(set(), set()) == 0.0
 
 
+def _bucket_pairs(group, max_bucket: int):
+    """Reference: the candidate pairs of one LSH bucket (all pairs, or a star from the first member if huge) with
+    the cell the pipeline gives them, written plainly (one group = one bucket)."""
+    import pyarrow as pa
+
+    from pipelines.dedup import STAR_CHUNK, _cell
+
+    members = sorted(set(group.column("place").to_pylist()))
+    band, key = group.column("band")[0].as_py(), group.column("key")[0].as_py()
+    if len(members) <= max_bucket:
+        pairs = [(members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))]
+        cells = [_cell(band, key, 0)] * len(pairs)
+    else:
+        pairs = [(members[0], m) for m in members[1:]]
+        cells = [_cell(band, key, 1 + i // STAR_CHUNK) for i in range(len(pairs))]
+    return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string()),
+                     "cell": pa.array(cells, pa.int64())})
+
+
 def test_pair_verification_steps_give_the_exact_shingle_jaccard():
-    """The Ray Data verification steps (shingle rows -> attached to pair rows -> verified), run on the real licence
-    texts: each candidate pair gets the Jaccard of its two documents' 5-shingle hash sets, computed directly."""
+    """The Ray Data verification steps (pairs routed to verification shards, each document's shingle set copied
+    once into each shard it has a pair in, each shard verified), run on the real licence texts over three shards:
+    each candidate pair gets the Jaccard of its two documents' 5-shingle hash sets, computed directly."""
     import numpy as np
     import pyarrow as pa
 
     from operators.minhash import normalize_bytes, shingle_hashes
-    from pipelines.dedup import _attach_shingles, _shingle_rows, _side_rows, _verify_pair
+    from pipelines.dedup import _route_rows, _shingle_rows, _to_shards, _verify_on_ray
     from pipelines.localdata import LocalDataset
 
     texts = [p.read_text(encoding="utf-8") for p in LICENSES]
@@ -79,15 +99,73 @@ def test_pair_verification_steps_give_the_exact_shingle_jaccard():
                      "text": texts})
     places = [f"{p.name}#0" for p in LICENSES]
     pairs = list(itertools.combinations(sorted(places), 2))
-    sides = _side_rows(pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}))
-    attached = LocalDataset(sides).union(LocalDataset(_shingle_rows(docs, 5))).groupby("place").map_groups(_attach_shingles)
-    verified = attached.groupby("pair").map_groups(lambda g: _verify_pair(g, threshold=0.0)).table
+    cells = [(7 * i) % 5 - 2 for i in range(len(pairs))]  # any int64 names a cell
+    unique = pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "cell": pa.array(cells, pa.int64())})
+    sets_table = _shingle_rows(docs, 5)
+    verified = _verify_on_ray(LocalDataset(unique), LocalDataset(sets_table), 0.0, 3).table
     got = {(a, b): s for a, b, s in zip(*(verified.column(c).to_pylist() for c in ("a", "b", "similarity")))}
     sets = {pl: set(np.unique(shingle_hashes(normalize_bytes(t), 5)).tolist()) for pl, t in zip(places, texts)}
     want = {(a, b): jaccard(sets[a], sets[b]) for a, b in pairs}
     assert got.keys() == want.keys() and len(want) == len(LICENSES) * (len(LICENSES) - 1) // 2
     assert all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want)
     assert sum(v >= 0.8 for v in want.values()) >= 10  # the MIT variants: the premise of the check
+    # each document's set is copied once into each of its shards, not once per pair (len(LICENSES) - 1 times)
+    vshards = [c % 3 for c in cells]
+    routes = _route_rows(pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "vshard": vshards}))
+    routed = _to_shards(pa.concat_tables([routes, sets_table]))
+    shards_of = {p: {v for (a, b), v in zip(pairs, vshards) if p in (a, b)} for p in places}
+    assert sorted(zip(routed.column("place").to_pylist(), routed.column("vshard").to_pylist())) == \
+        sorted((p, v) for p, vs in shards_of.items() for v in vs)
+    assert routed.num_rows <= 3 * len(places) < len(pairs) * 2
+    # a pair whose document has no shingle row is dropped, not scored
+    lost = pa.table({"a": [places[0]], "b": ["missing#0"], "cell": pa.array([5], pa.int64())})
+    assert _verify_on_ray(LocalDataset(lost), LocalDataset(sets_table), 0.0, 3).count() == 0
+
+
+@pytest.mark.parametrize("max_bucket,shards", [(500, 1), (500, 3), (3, 3)])
+def test_sharded_candidate_pairs_equal_the_per_bucket_pairs(max_bucket, shards):
+    """The Ray Data path's candidate pairs (band rows in coarse shards of whole buckets -> each shard's pairs ->
+    pairs in coarse shards -> each pair once) are the per-bucket pairs, each with the smallest cell of its
+    buckets, on the licence texts three times over (copies share every bucket); verifying them shard by shard
+    scores every pair as verifying them all from one table does. Copies of a page meet in one cell. With a small
+    `max_bucket` the large buckets are stars from their first member, one cell per `STAR_CHUNK` members."""
+    import pyarrow as pa
+
+    import pipelines.dedup as dd
+    from pipelines.localdata import LocalDataset
+
+    texts = [p.read_text(encoding="utf-8") for p in LICENSES] * 3
+    docs = pa.table({"source_file": [f"file-{i % 4}.warc.gz" for i in range(len(texts))],
+                     "record_offset": pa.array(range(len(texts)), pa.int64()), "text": texts})
+    band_rows = LocalDataset(dd._band_rows(docs, num_perm=112, ngram=5, bands=14, rows=8))
+    reference = band_rows.groupby(["band", "key"]).map_groups(lambda g: _bucket_pairs(g, max_bucket)).table
+    want: dict[tuple[str, str], int] = {}
+    for a, b, cell in zip(*(reference.column(c).to_pylist() for c in ("a", "b", "cell"))):
+        want[(a, b)] = min(cell, want.get((a, b), cell))
+    unique = band_rows.map_batches(lambda t: dd._with_shard(t, ("band", "key"), shards)).groupby("shard") \
+        .map_groups(lambda g: dd._shard_pairs(g, max_bucket)) \
+        .map_batches(lambda t: dd._with_shard(t, ("a", "b"), shards)).groupby("shard").map_groups(dd._fewest_cells)
+    got = list(zip(*(unique.table.column(c).to_pylist() for c in ("a", "b", "cell"))))
+    assert len(got) == len(want) and {(a, b): c for a, b, c in got} == want and len(want) > 3 * len(LICENSES)
+    assert all(a < b for a, b, _ in got)
+    sets_table = dd._shingle_rows(docs, 5)
+    on_ray = dd._verify_on_ray(unique, LocalDataset(sets_table), 0.0, shards).table
+    whole = dd._verify_in_process(unique.table.select(["a", "b"]), sets_table, 0.0)
+    assert sorted(zip(*(on_ray.column(c).to_pylist() for c in ("a", "b", "similarity")))) == \
+        sorted(zip(*(whole.column(c).to_pylist() for c in ("a", "b", "similarity"))))
+    if max_bucket == 500:  # (with stars, copies can pair in different buckets)
+        copies: dict[str, set] = {}
+        for a, b, cell in got:
+            if texts[int(a.split("#")[1])] == texts[int(b.split("#")[1])]:
+                copies.setdefault(texts[int(a.split("#")[1])], set()).add(cell)
+        assert len(copies) == len(set(texts)) and all(len(c) == 1 for c in copies.values())
+    # a star larger than STAR_CHUNK members spreads over cells of at most STAR_CHUNK pairs
+    big = pa.table({"band": pa.array([2] * 2500, pa.int32()), "key": pa.array([9] * 2500, pa.int64()),
+                    "place": [f"f#{i:05d}" for i in range(2500)]})
+    star = dd._shard_pairs(big, max_bucket)
+    assert star.num_rows == 2499 and set(star.column("a").to_pylist()) == {"f#00000"}
+    sizes = sorted(star.group_by("cell").aggregate([([], "count_all")]).column("count_all").to_pylist())
+    assert sizes == [451, dd.STAR_CHUNK, dd.STAR_CHUNK]
 
 
 def test_in_process_verification_scores_every_pair_like_the_direct_jaccard():
@@ -127,7 +205,7 @@ def test_in_process_candidate_pairs_equal_the_bucket_groupby(max_bucket):
     with a small `max_bucket`, the large buckets' star pairs too."""
     import pyarrow as pa
 
-    from pipelines.dedup import _band_rows, _bucket_pairs, _unique_pairs
+    from pipelines.dedup import _band_rows, _unique_pairs
     from pipelines.localdata import LocalDataset
 
     texts = [p.read_text(encoding="utf-8") for p in LICENSES] * 3 + [ADDRESS.read_text(encoding="utf-8")]
