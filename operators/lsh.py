@@ -13,6 +13,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a declared dependency; this keeps sift importable without it
+    numba = None
+
 
 def optimal_bands(num_perm: int, threshold: float, fp_weight: float = 0.1, fn_weight: float = 0.9) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising the weighted areas of false positives
@@ -65,6 +70,63 @@ def jaccard(a: set, b: set) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+def _set_scores(values, offsets, rows_a, rows_b, out, sorted_sets):  # pragma: no cover - compiled when numba is there
+    # sorted_sets: |A & B| of two sorted unique arrays by one merge; else the positions where A and B agree
+    for k in range(rows_a.shape[0]):
+        i, i_end = offsets[rows_a[k]], offsets[rows_a[k] + 1]
+        j, j_end = offsets[rows_b[k]], offsets[rows_b[k] + 1]
+        count = 0
+        if sorted_sets:
+            while i < i_end and j < j_end:
+                x, y = values[i], values[j]
+                if x == y:
+                    count += 1
+                    i += 1
+                    j += 1
+                elif x < y:
+                    i += 1
+                else:
+                    j += 1
+        elif i_end - i == j_end - j:
+            for t in range(i_end - i):
+                count += values[i + t] == values[j + t]
+        out[k] = count
+
+
+if numba is not None:
+    _set_scores = numba.njit(cache=True, nogil=True)(_set_scores)
+
+
+def set_similarities(values: np.ndarray, offsets: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
+                     estimate: bool = False) -> np.ndarray:
+    """Similarity of many pairs of sets stored as one flat array (set i = values[offsets[i]:offsets[i + 1]]), in
+    one compiled pass: the Jaccard of sorted unique arrays (|A & B| by a merge, / (|A| + |B| - |A & B|)), or
+    with `estimate` the MinHash estimate of two signatures (the share of equal positions). 0.0 where a set is
+    empty, or for signatures of different lengths. Same float64 values as the plain numpy definitions."""
+    rows_a, rows_b = np.asarray(rows_a, np.int64), np.asarray(rows_b, np.int64)
+    counts = np.zeros(len(rows_a), np.int64)
+    offsets = np.asarray(offsets, np.int64)
+    if numba is not None:
+        _set_scores(values, offsets, rows_a, rows_b, counts, not estimate)
+    else:
+        for k, (a, b) in enumerate(zip(rows_a, rows_b)):
+            x, y = values[offsets[a]: offsets[a + 1]], values[offsets[b]: offsets[b + 1]]
+            if not estimate:
+                counts[k] = len(np.intersect1d(x, y, assume_unique=True))
+            elif len(x) == len(y):
+                counts[k] = int(np.count_nonzero(x == y))
+    len_a, len_b = offsets[rows_a + 1] - offsets[rows_a], offsets[rows_b + 1] - offsets[rows_b]
+    if estimate:
+        ok = (len_a > 0) & (len_a == len_b)
+        denominator = len_a
+    else:
+        ok = (len_a > 0) & (len_b > 0)
+        denominator = len_a + len_b - counts
+    out = np.zeros(len(rows_a), np.float64)
+    np.divide(counts, denominator, out=out, where=ok)
+    return out
 
 
 class UnionFind:

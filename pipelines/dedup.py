@@ -374,7 +374,7 @@ def _verify_shard(group: pa.Table, threshold: float, estimate: bool = False) -> 
     is_set = group.column("b").is_null()
     pairs = group.filter(pc.invert(is_set))
     return _verify_in_process(pa.table({"a": pairs.column("place"), "b": pairs.column("b")}), group.filter(is_set),
-                              threshold, _signature_agreement if estimate else _jaccard)
+                              threshold, estimate)
 
 
 def _with_vshard(pairs: pa.Table, shards: int) -> pa.Table:
@@ -417,30 +417,19 @@ def _shingle_rows(batch: pa.Table, ngram: int, only=None, keys: "PlaceKeys | Non
     })
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard of two sorted unique shingle-hash arrays; 0 when either is empty.
+def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float, estimate: bool = False) -> pa.Table:
+    """Pair verification from one table of sets (place, shingles): each (a, b) pair with both sides present and a
+    score of at least `threshold`, as (a, b, similarity), in pair order; a pair whose side is missing is dropped.
+    The score is the exact Jaccard of the sorted shingle-hash sets (32-bit hashes: equal to the Jaccard of the
+    shingle sets up to collisions, about 1e-6 per pair of ~1,000-shingle documents), or with `estimate` (the sets
+    are MinHash signatures) their agreement; all pairs in one compiled pass (`operators.lsh.set_similarities`).
+    Used whole by the in-process path and per verification shard (`_verify_shard`) by the Ray Data path."""
+    from operators.lsh import set_similarities
 
-    Shingle hashes are 32-bit, so the Jaccard of hash sets equals that of shingle sets up to
-    collisions (about 1e-6 per pair of ~1,000-shingle documents)."""
-    if not len(a) or not len(b):
-        return 0.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (len(a) + len(b) - inter)
-
-
-def _signature_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """The MinHash estimate of the Jaccard: the share of equal signature values; 0 for an empty or mismatched pair."""
-    return float(np.mean(a == b)) if len(a) and len(a) == len(b) else 0.0
-
-
-def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float, score=_jaccard) -> pa.Table:
-    """Pair verification from one table of sets (place, shingles): each (a, b) pair with both sides present and
-    `score(set_a, set_b) >= threshold`, as (a, b, similarity); a pair whose side is missing is dropped. Used
-    whole by the in-process path and per verification shard (`_verify_shard`) by the Ray Data path."""
     column = shingles.column("shingles").combine_chunks()
     values, offsets = column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy()
     # documents with equal sets (copies of a page) are one set here: a pair inside such a group scores 1.0
-    # (0.0 for empty sets, as both scores give), and two groups are compared once, however many pairs join them
+    # (0.0 for empty sets), and two groups are compared once, however many pairs join their members
     group_of: dict[str, int] = {}
     group_rows: list[int] = []
     by_content: dict[bytes, int] = {}
@@ -450,23 +439,21 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float, sc
             if g == len(group_rows):
                 group_rows.append(i)
             group_of[p] = g
-    scores: dict[tuple[int, int], float] = {}
-    kept_a, kept_b, similarity = [], [], []
-    for a, b in zip(pairs.column("a").to_pylist(), pairs.column("b").to_pylist()):
-        ga, gb = group_of.get(a), group_of.get(b)
-        if ga is None or gb is None:
-            continue
-        key = (ga, gb) if ga <= gb else (gb, ga)
-        sim = scores.get(key)
-        if sim is None:
-            ia, ib = group_rows[ga], group_rows[gb]
-            sim = scores[key] = score(values[offsets[ia]: offsets[ia + 1]], values[offsets[ib]: offsets[ib + 1]])
-        if sim >= threshold:
-            kept_a.append(a)
-            kept_b.append(b)
-            similarity.append(sim)
-    return pa.table({"a": pa.array(kept_a, pa.string()), "b": pa.array(kept_b, pa.string()),
-                     "similarity": pa.array(similarity, pa.float64())})
+    a_col, b_col = pairs.column("a"), pairs.column("b")
+    ga = np.array([group_of.get(p, -1) for p in a_col.to_pylist()], np.int64)
+    gb = np.array([group_of.get(p, -1) for p in b_col.to_pylist()], np.int64)
+    present = np.flatnonzero((ga >= 0) & (gb >= 0))
+    n_groups = np.int64(max(len(group_rows), 1))
+    codes = np.minimum(ga[present], gb[present]) * n_groups + np.maximum(ga[present], gb[present])
+    unique, inverse = np.unique(codes, return_inverse=True)
+    rows = np.asarray(group_rows, np.int64)
+    scores = set_similarities(values, offsets, rows[unique // n_groups] if len(rows) else unique,
+                              rows[unique % n_groups] if len(rows) else unique, estimate=estimate)
+    similarity = scores[inverse.reshape(-1)]
+    keep = similarity >= threshold
+    take = pa.array(present[keep], pa.int64())
+    return pa.table({"a": a_col.take(take).cast(pa.string()), "b": b_col.take(take).cast(pa.string()),
+                     "similarity": pa.array(similarity[keep], pa.float64())})
 
 
 def _rows_at(batch: pa.Table, places: pa.Array) -> pa.Table:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.lsh import UnionFind, band_keys, candidate_pairs, expected_candidate_probability, jaccard, optimal_bands
 from operators.minhash import normalize_text, shingles, signatures
@@ -176,7 +178,11 @@ def test_in_process_verification_scores_every_pair_like_the_direct_jaccard():
     import numpy as np
     import pyarrow as pa
 
-    from pipelines.dedup import _jaccard, _shingle_rows, _verify_in_process
+    from pipelines.dedup import _shingle_rows, _verify_in_process
+
+    def _jaccard(x, y):  # of two sorted unique hash arrays, by the definition (empty: 0)
+        inter = len(np.intersect1d(x, y))
+        return inter / (len(x) + len(y) - inter) if len(x) and len(y) else 0.0
 
     texts = [p.read_text(encoding="utf-8") for p in LICENSES]
     texts = texts + texts + texts + [texts[0].replace(" ", "  "), ""]
@@ -220,3 +226,37 @@ def test_in_process_candidate_pairs_equal_the_bucket_groupby(max_bucket):
     assert len(got) == len(set(got)) and set(got) == want
     assert all(a < b for a, b in got) and len(want) > 3 * len(LICENSES)  # the copies, at least
     assert _unique_pairs(band_rows.slice(0, 0), max_bucket).num_rows == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=8), st.data())
+def test_set_similarities_equal_their_definitions(raw_sets, data):
+    """The compiled pass over flat set arrays gives, bit for bit, the Jaccard of sorted unique sets (0 with an empty
+    side) and the agreement of equal-length signatures (0 otherwise), and the numpy fallback gives the same."""
+    import numpy as np
+
+    import operators.lsh as lsh
+
+    n = len(raw_sets)
+    pairs = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=20))
+    rows_a = np.array([a for a, _ in pairs], np.int64)
+    rows_b = np.array([b for _, b in pairs], np.int64)
+    for estimate in (False, True):
+        arrays = [np.array(s, np.uint32) if estimate else np.unique(np.array(s, np.uint32)) for s in raw_sets]
+        offsets = np.r_[0, np.cumsum([len(x) for x in arrays])].astype(np.int64)
+        values = np.concatenate(arrays) if arrays else np.zeros(0, np.uint32)
+        want = []
+        for a, b in pairs:
+            x, y = arrays[a], arrays[b]
+            if estimate:
+                want.append(float(np.mean(x == y)) if len(x) and len(x) == len(y) else 0.0)
+            else:
+                inter = len(set(x.tolist()) & set(y.tolist()))
+                want.append(inter / (len(x) + len(y) - inter) if len(x) and len(y) else 0.0)
+        got = lsh.set_similarities(values, offsets, rows_a, rows_b, estimate=estimate)
+        assert got.tolist() == want
+        saved, lsh.numba = lsh.numba, None
+        try:
+            assert lsh.set_similarities(values, offsets, rows_a, rows_b, estimate=estimate).tolist() == want
+        finally:
+            lsh.numba = saved
