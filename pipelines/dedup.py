@@ -2,7 +2,8 @@
 
     list shards -> read (doc_id, text, rank fields)
       -> document hashes -> groupby(hash) [hash-partitioned shuffle] -> one keeper per hash
-      -> MinHash bands -> groupby(band, key) -> candidate pairs -> shingles joined by groupby(place)
+      -> MinHash bands -> coarse shards of whole LSH buckets -> candidate pairs -> shards of pairs (each once)
+         -> each shingle set copied into the verification shards of its pairs' buckets (once per shard, not per pair)
          -> exact Jaccard per pair -> connected components (union-find, or label propagation on Ray Data)
       -> (with an index) the same against the hashes and signatures of an earlier run
       -> line hashes -> groupby(hash).count() [hash-partitioned] -> lines seen more than once
