@@ -742,6 +742,19 @@ def _cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
                        [_cell(band, key, i // STAR_CHUNK) for i in range(len(news)) for _ in olds])
 
 
+def _shard_cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
+    """One coarse shard of (band, key, place, old) rows (whole buckets) -> the `_cross_pairs` of each bucket with
+    more than one row (one sort; no call for the many single-row buckets)."""
+    band, key = group.column("band").to_numpy(), group.column("key").to_numpy()
+    order = np.lexsort((key, band))
+    group = group.take(pa.array(order))
+    band, key = band[order], key[order]
+    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
+    ends = np.r_[starts[1:], len(band)]
+    parts = [_cross_pairs(group.slice(lo, hi - lo), max_bucket) for lo, hi in zip(starts, ends) if hi - lo > 1]
+    return pa.concat_tables(parts) if parts else _pair_table([], [])
+
+
 def _as_sig_rows(batch: pa.Table, prefix: str, old: bool) -> pa.Table:
     return pa.table({
         "place": pa.array([prefix + p for p in batch.column("place").to_pylist()], pa.string()),
@@ -816,10 +829,14 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
                                         batch_format="pyarrow")
     if cfg.fuzzy:
         bands, rows = optimal_bands(cfg.num_perm, cfg.jaccard_threshold)
-        band_rows = remaining.union(old).map_batches(functools.partial(_sig_band_rows, bands=bands, rows=rows), batch_format="pyarrow")
-        pairs = band_rows.groupby(["band", "key"], num_partitions=partitions).map_groups(
-            functools.partial(_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=partitions), batch_format="pyarrow") \
+        band_rows = remaining.union(old).map_batches(functools.partial(_sig_band_rows, bands=bands, rows=rows),
+                                                     batch_format="pyarrow").materialize()
+        shards = _shards(band_rows.count(), partitions)  # coarse shards, as in `fuzzy_removals`
+        pairs = band_rows.map_batches(functools.partial(_with_shard, columns=("band", "key"), shards=shards),
+                                      batch_format="pyarrow") \
+            .groupby("shard", num_partitions=partitions).map_groups(
+                functools.partial(_shard_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
+        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=shards), batch_format="pyarrow") \
             .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
         sig_rows = remaining.union(old).map_batches(_sig_attach_rows, batch_format="pyarrow")
         verified = _verify_on_ray(unique, sig_rows, cfg.jaccard_threshold, partitions, estimate=True)

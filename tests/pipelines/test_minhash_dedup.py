@@ -260,3 +260,31 @@ def test_set_similarities_equal_their_definitions(raw_sets, data):
             assert lsh.set_similarities(values, offsets, rows_a, rows_b, estimate=estimate).tolist() == want
         finally:
             lsh.numba = saved
+
+
+@pytest.mark.parametrize("max_bucket", [500, 2])
+def test_index_cross_pairs_by_shard_equal_the_per_bucket_pairs(max_bucket):
+    """Incremental dedup's candidates (new documents x indexed ones sharing an LSH bucket): one call per coarse
+    shard of whole buckets gives the pairs and cells of one call per bucket, on the licence texts' signatures (the
+    index holds every text, the new crawl every text once more)."""
+    import pyarrow as pa
+
+    import pipelines.dedup as dd
+    from operators.minhash import MinHashConfig
+    from pipelines.localdata import LocalDataset
+
+    texts = [p.read_text(encoding="utf-8") for p in LICENSES]
+    sigs, has = signatures(texts, MinHashConfig(num_perm=112))
+    rows = pa.table({"place": [f"old:{p.name}#0" for p in LICENSES] + [f"{p.name}#0" for p in LICENSES],
+                     "signature": pa.array([s.tolist() for s in sigs] * 2, pa.list_(pa.uint32())),
+                     "old": [True] * len(texts) + [False] * len(texts)})
+    band_rows = LocalDataset(dd._sig_band_rows(rows, bands=14, rows=8))
+    per_bucket = band_rows.groupby(["band", "key"]).map_groups(lambda g: dd._cross_pairs(g, max_bucket)).table
+    for shards in (1, 3):
+        by_shard = band_rows.map_batches(lambda t: dd._with_shard(t, ("band", "key"), shards)).groupby("shard") \
+            .map_groups(lambda g: dd._shard_cross_pairs(g, max_bucket)).table
+        assert sorted(zip(*(by_shard.column(c).to_pylist() for c in ("a", "b", "cell")))) == \
+            sorted(zip(*(per_bucket.column(c).to_pylist() for c in ("a", "b", "cell"))))
+    assert per_bucket.num_rows >= len(texts)  # every text meets its own indexed copy
+    assert all(not a.startswith("old:") and b.startswith("old:") for a, b in
+               zip(per_bucket.column("a").to_pylist(), per_bucket.column("b").to_pylist()))
