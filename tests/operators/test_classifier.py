@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -143,14 +144,43 @@ def test_bad_models_are_clear_errors(tmp_path):
         FastTextClassifier(BUNDLED_LID_MODEL, positive_label="hq")  # a classifier, of languages
 
 
-def test_autotune_option(trained_model, tmp_path):
-    """--autotune searches on a validation split carved from training, never the test split."""
+def test_autotune_option(trained_model, tmp_path, monkeypatch):
+    """--autotune hands fastText a validation split carved from training (disjoint from the training file, and the
+    test split in neither), with the search time. fastText's own search is not run here: it is timed, and the model
+    it then trains with the best parameters found has no time bound (a search on a loaded machine picked subword
+    n-grams and ran past the test's 600 s), so the call is recorded and a plain model trained instead."""
+    import fasttext
+
     model, rows = trained_model
+    real, seen = fasttext.train_supervised, {}
+
+    def record(**params):
+        seen.update(params)
+        seen["files"] = {k: open(params[k], encoding="utf-8").read().splitlines()
+                         for k in ("input", "autotuneValidationFile")}
+        plain = {k: v for k, v in params.items() if not k.startswith("autotune")}
+        return real(**{**plain, "epoch": 10, "dim": 8, "lr": 0.5, "wordNgrams": 2, "minCount": 2})  # the fixture's settings
+
+    monkeypatch.setattr(fasttext, "train_supervised", record)
     out = tmp_path / "auto.bin"
     assert train_main(["--input", str(model.parent / "data.jsonl"), "--positive-label", "flagged",
                        "--output", str(out), "--autotune", "2"]) == 0
     card = json.loads((tmp_path / "auto.bin.json").read_text())
-    assert card["data"]["valid"] > 0
+    assert seen["autotuneDuration"] == 2 and seen["thread"] == 1
+    train_lines, valid_lines = seen["files"]["input"], seen["files"]["autotuneValidationFile"]
+    assert len(train_lines) == card["data"]["train"] and len(valid_lines) == card["data"]["valid"] > 0
+    assert not set(train_lines) & set(valid_lines)
+    from training.classifier import TrainClassifierConfig, _write_fasttext_file, split
+
+    _, _, test = split([(r["text"], r["label"]) for r in rows],
+                       TrainClassifierConfig(positive_label="flagged", autotune_seconds=2))
+    _write_fasttext_file(str(tmp_path / "test.txt"), test)
+    _write_fasttext_file(str(tmp_path / "all.txt"), [(r["text"], r["label"]) for r in rows])
+    test_lines = (tmp_path / "test.txt").read_text(encoding="utf-8").splitlines()
+    copies = Counter((tmp_path / "all.txt").read_text(encoding="utf-8").splitlines())
+    shared = set(test_lines) & (set(train_lines) | set(valid_lines))
+    assert len(test_lines) == card["data"]["test"]
+    assert all(copies[line] > 1 for line in shared)  # only pages the sample holds twice (its duplicates) recur
     assert card["data"]["train"] + card["data"]["valid"] + card["data"]["test"] == len(rows)
     assert card["hyperparameters"]["autotune_seconds"] == 2
 
