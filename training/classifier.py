@@ -41,7 +41,8 @@ class TrainClassifierConfig:
     dim: int = 16
     min_count: int = 2
     autotune_seconds: int = 0
-    """> 0: let fastText search hyperparameters on the validation split for this long."""
+    """> 0: let fastText search hyperparameters on the validation split for this long. fastText then trains the
+    final model with the best parameters found; that training is not bounded by this time."""
     quantize: bool = False
     """Write a quantised .ftz (much smaller, slightly less accurate)."""
 
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None, prog: str = "sift train-classifier") -> 
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--autotune", type=int, default=0, metavar="SECONDS")
+    p.add_argument("--autotune", type=int, default=0, metavar="SECONDS",
+                   help="let fastText search hyperparameters on a validation split for this long; the final model "
+                        "is then trained with the best ones found, which can take much longer (no bound)")
     p.add_argument("--quantize", action="store_true")
     p.add_argument("--note", default="", help="free text stored in the card (how the data was made)")
     args = p.parse_args(argv)
