@@ -294,9 +294,10 @@ def _unique_pairs(band_rows: pa.Table, max_bucket: int, cells: bool = False) -> 
                 cell_parts.append(np.full(len(i), _cell(band[lo], key[lo], 0), np.int64))
         else:
             codes.append(members[0] * n + members[1:])
-            if cells:
-                chunks = 1 + np.arange(len(members) - 1) // STAR_CHUNK
-                cell_parts.append(np.array([_cell(band[lo], key[lo], int(c)) for c in chunks], np.int64))
+            if cells:  # one cell per STAR_CHUNK members of the star
+                sizes = np.diff(np.r_[np.arange(0, len(members) - 1, STAR_CHUNK), len(members) - 1])
+                cell_parts.append(np.repeat(np.array([_cell(band[lo], key[lo], 1 + c) for c in range(len(sizes))],
+                                                     np.int64), sizes))
     if not codes:
         return empty
     codes = np.concatenate(codes)
@@ -321,6 +322,14 @@ def _shard_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
 def _pair_table(pairs: list[tuple[str, str]], cells: list[int]) -> pa.Table:
     return pa.table({"a": pa.array([p[0] for p in pairs], pa.string()), "b": pa.array([p[1] for p in pairs], pa.string()),
                      "cell": pa.array(cells, pa.int64())})
+
+
+def _pairs_once(pairs, partitions: int):
+    """(a, b, cell) rows, a pair once per bucket that made it (materialised: its size sets the shard count) -> each
+    pair once with its smallest cell, by coarse shards of hash(a, b). Materialised."""
+    shards = _shards(pairs.count(), partitions)
+    return pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=shards), batch_format="pyarrow") \
+        .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
 
 
 def _fewest_cells(group: pa.Table) -> pa.Table:
@@ -353,12 +362,15 @@ def _to_shards(group: pa.Table) -> pa.Table:
     without an own row is routed nowhere (its pairs are dropped); of several own rows, the first counts."""
     own = group.column("vshard").is_null().to_numpy(zero_copy_only=False)
     places = group.column("place").to_pylist()
+    vshards = group.column("vshard").to_pylist()
     first: dict[str, int] = {}
     for i in np.flatnonzero(own):
         first.setdefault(places[i], int(i))
-    routes = [int(i) for i in np.flatnonzero(~own) if places[i] in first]
-    take = pa.array(np.array([first[places[i]] for i in routes], np.int64))
-    return pa.table({"vshard": group.column("vshard").take(pa.array(routes, pa.int64())),
+    # a document's routes come from every block of pairs (each block removed its own repeats): once per shard here
+    routes = {(places[i], vshards[i]) for i in np.flatnonzero(~own) if places[i] in first}
+    routes = sorted(routes)
+    take = pa.array(np.array([first[p] for p, _ in routes], np.int64))
+    return pa.table({"vshard": pa.array([v for _, v in routes], pa.int64()),
                      "place": group.column("place").take(take), "b": pa.nulls(len(routes), pa.string()),
                      "shingles": group.column("shingles").take(take)})
 
@@ -383,14 +395,14 @@ def _with_vshard(pairs: pa.Table, shards: int) -> pa.Table:
                      "vshard": pa.array(_shard_of(pairs, ("cell",), shards), pa.int64())})
 
 
-def _verify_on_ray(unique, set_rows, threshold: float, partitions: int, estimate: bool = False):
-    """Ray Data verification of (a, b, cell) pairs against (place, vshard null, shingles) set rows: the sets are
-    copied into the verification shards of their cells (a groupby on the document's shard), then each shard is
-    verified (a groupby on it). Materialised."""
+def _verify_on_ray(unique, set_rows, n_sets: int, threshold: float, partitions: int, estimate: bool = False):
+    """Ray Data verification of (a, b, cell) pairs against `n_sets` (place, vshard null, shingles) set rows: the
+    sets are copied into the verification shards of their cells (a groupby on the document's shard), then each
+    shard is verified (a groupby on it). Materialised."""
     n_pairs = unique.count()
     pairs = unique.map_batches(functools.partial(_with_vshard, shards=_shards(2 * n_pairs, partitions)),
                                batch_format="pyarrow").materialize()
-    doc_shard = functools.partial(_with_shard, columns=("place",), shards=_shards(3 * n_pairs, partitions),
+    doc_shard = functools.partial(_with_shard, columns=("place",), shards=_shards(2 * n_pairs + n_sets, partitions),
                                   name="dshard")
     routed = pairs.map_batches(_route_rows, batch_format="pyarrow").union(set_rows) \
         .map_batches(doc_shard, batch_format="pyarrow") \
@@ -595,9 +607,8 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
         pairs = band_rows.map_batches(functools.partial(_with_shard, columns=("band", "key"), shards=shards),
                                       batch_format="pyarrow") \
             .groupby("shard", num_partitions=partitions).map_groups(
-                functools.partial(_shard_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=shards), batch_format="pyarrow") \
-            .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
+                functools.partial(_shard_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow").materialize()
+        unique = _pairs_once(pairs, partitions)
     candidates = collect_keys(unique, place_keys, ("a", "b"))
     if not len(candidates):
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
@@ -607,7 +618,7 @@ def fuzzy_removals(docs, keys, cfg: "DedupConfig", partitions: int, place_keys: 
     if local:  # one table of shingle sets: each pair reads both sides from it (no per-pair tables)
         verified = _dataset_like(docs, _verify_in_process(unique.table, shingle_rows.table, cfg.jaccard_threshold))
     else:
-        verified = _verify_on_ray(unique, shingle_rows, cfg.jaccard_threshold, partitions)
+        verified = _verify_on_ray(unique, shingle_rows, len(candidates), cfg.jaccard_threshold, partitions)
     if not verified.count():
         return _dataset_like(docs, PLAN_SCHEMA.empty_table())
     if verified.count() >= cfg.distributed_cc_min_edges:
@@ -738,8 +749,9 @@ def _cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
     band, key = group.column("band")[0].as_py(), group.column("key")[0].as_py()
     olds = sorted({p for p, o in zip(places, old) if o})[:max_bucket]
     news = sorted({p for p, o in zip(places, old) if not o})
+    chunk_cells = [_cell(band, key, c) for c in range(-(-len(news) // STAR_CHUNK))]
     return _pair_table([(n, o) for n in news for o in olds],
-                       [_cell(band, key, i // STAR_CHUNK) for i in range(len(news)) for _ in olds])
+                       [chunk_cells[i // STAR_CHUNK] for i in range(len(news)) for _ in olds])
 
 
 def _shard_cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
@@ -835,11 +847,11 @@ def index_removals(survivors, info: dict[str, Any], cfg: "DedupConfig", partitio
         pairs = band_rows.map_batches(functools.partial(_with_shard, columns=("band", "key"), shards=shards),
                                       batch_format="pyarrow") \
             .groupby("shard", num_partitions=partitions).map_groups(
-                functools.partial(_shard_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow")
-        unique = pairs.map_batches(functools.partial(_with_shard, columns=("a", "b"), shards=shards), batch_format="pyarrow") \
-            .groupby("shard", num_partitions=partitions).map_groups(_fewest_cells, batch_format="pyarrow").materialize()
+                functools.partial(_shard_cross_pairs, max_bucket=cfg.max_bucket), batch_format="pyarrow").materialize()
+        unique = _pairs_once(pairs, partitions)
         sig_rows = remaining.union(old).map_batches(_sig_attach_rows, batch_format="pyarrow")
-        verified = _verify_on_ray(unique, sig_rows, cfg.jaccard_threshold, partitions, estimate=True)
+        verified = _verify_on_ray(unique, sig_rows, band_rows.count() // bands, cfg.jaccard_threshold, partitions,
+                                  estimate=True)
     if cfg.fuzzy and verified.count():
         best = verified.groupby("a", num_partitions=partitions).map_groups(_best_match, batch_format="pyarrow")
         ids = old.map_batches(_old_id_rows, batch_format="pyarrow")

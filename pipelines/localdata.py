@@ -94,10 +94,3 @@ class LocalGroupedData:
             return LocalDataset(EMPTY)
         counts = self.table.group_by(self.keys).aggregate([([], "count_all")])
         return LocalDataset(pa.table({**{k: counts.column(k) for k in self.keys}, "count()": counts.column("count_all")}))
-
-    def min(self, on: str) -> LocalDataset:
-        """The smallest `on` per distinct key, as Ray Data names it (`min(on)`)."""
-        if not self.table.num_rows:
-            return LocalDataset(EMPTY)
-        low = self.table.group_by(self.keys).aggregate([(on, "min")])
-        return LocalDataset(pa.table({**{k: low.column(k) for k in self.keys}, f"min({on})": low.column(f"{on}_min")}))

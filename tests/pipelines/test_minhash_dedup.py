@@ -104,7 +104,7 @@ def test_pair_verification_steps_give_the_exact_shingle_jaccard():
     cells = [(7 * i) % 5 - 2 for i in range(len(pairs))]  # any int64 names a cell
     unique = pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "cell": pa.array(cells, pa.int64())})
     sets_table = _shingle_rows(docs, 5)
-    verified = _verify_on_ray(LocalDataset(unique), LocalDataset(sets_table), 0.0, 3).table
+    verified = _verify_on_ray(LocalDataset(unique), LocalDataset(sets_table), sets_table.num_rows, 0.0, 3).table
     got = {(a, b): s for a, b, s in zip(*(verified.column(c).to_pylist() for c in ("a", "b", "similarity")))}
     sets = {pl: set(np.unique(shingle_hashes(normalize_bytes(t), 5)).tolist()) for pl, t in zip(places, texts)}
     want = {(a, b): jaccard(sets[a], sets[b]) for a, b in pairs}
@@ -119,9 +119,16 @@ def test_pair_verification_steps_give_the_exact_shingle_jaccard():
     assert sorted(zip(routed.column("place").to_pylist(), routed.column("vshard").to_pylist())) == \
         sorted((p, v) for p, vs in shards_of.items() for v in vs)
     assert routed.num_rows <= 3 * len(places) < len(pairs) * 2
+    # routes made by separate blocks of pairs (each removes only its own repeats) still copy a set once per shard
+    half = len(pairs) // 2
+    blocks = [_route_rows(pa.table({"a": [a for a, _ in part], "b": [b for _, b in part], "vshard": vs}))
+              for part, vs in ((pairs[:half], vshards[:half]), (pairs[half:], vshards[half:]))]
+    again = _to_shards(pa.concat_tables([*blocks, sets_table]))
+    assert sorted(zip(again.column("place").to_pylist(), again.column("vshard").to_pylist())) == \
+        sorted(zip(routed.column("place").to_pylist(), routed.column("vshard").to_pylist()))
     # a pair whose document has no shingle row is dropped, not scored
     lost = pa.table({"a": [places[0]], "b": ["missing#0"], "cell": pa.array([5], pa.int64())})
-    assert _verify_on_ray(LocalDataset(lost), LocalDataset(sets_table), 0.0, 3).count() == 0
+    assert _verify_on_ray(LocalDataset(lost), LocalDataset(sets_table), sets_table.num_rows, 0.0, 3).count() == 0
 
 
 @pytest.mark.parametrize("max_bucket,shards", [(500, 1), (500, 3), (3, 3)])
@@ -151,7 +158,7 @@ def test_sharded_candidate_pairs_equal_the_per_bucket_pairs(max_bucket, shards):
     assert len(got) == len(want) and {(a, b): c for a, b, c in got} == want and len(want) > 3 * len(LICENSES)
     assert all(a < b for a, b, _ in got)
     sets_table = dd._shingle_rows(docs, 5)
-    on_ray = dd._verify_on_ray(unique, LocalDataset(sets_table), 0.0, shards).table
+    on_ray = dd._verify_on_ray(unique, LocalDataset(sets_table), sets_table.num_rows, 0.0, shards).table
     whole = dd._verify_in_process(unique.table.select(["a", "b"]), sets_table, 0.0)
     assert sorted(zip(*(on_ray.column(c).to_pylist() for c in ("a", "b", "similarity")))) == \
         sorted(zip(*(whole.column(c).to_pylist() for c in ("a", "b", "similarity"))))
@@ -288,3 +295,53 @@ def test_index_cross_pairs_by_shard_equal_the_per_bucket_pairs(max_bucket):
     assert per_bucket.num_rows >= len(texts)  # every text meets its own indexed copy
     assert all(not a.startswith("old:") and b.startswith("old:") for a, b in
                zip(per_bucket.column("a").to_pylist(), per_bucket.column("b").to_pylist()))
+
+
+def test_index_verification_scores_signature_agreement_by_shard():
+    """The incremental path verifies (new, indexed) pairs by their MinHash signatures through the same sharded
+    steps: each pair scores the share of equal signature values (0 for an empty or a shorter signature)."""
+    import numpy as np
+    import pyarrow as pa
+
+    import pipelines.dedup as dd
+    from operators.minhash import MinHashConfig
+    from pipelines.localdata import LocalDataset
+
+    texts = [p.read_text(encoding="utf-8") for p in LICENSES]
+    sigs, _ = signatures(texts, MinHashConfig(num_perm=64))
+    olds = [f"old:{p.name}#0" for p in LICENSES]
+    news = [f"{p.name}#0" for p in LICENSES]
+    new_sigs = [s.tolist() for s in sigs]
+    new_sigs[1], new_sigs[2] = [], new_sigs[2][:32]  # an empty signature, a shorter one
+    rows = pa.table({"place": olds + news, "signature": pa.array([s.tolist() for s in sigs] + new_sigs,
+                                                                  pa.list_(pa.uint32()))})
+    pairs = [(n, o) for n in news for o in olds]
+    unique = pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs],
+                       "cell": pa.array([i % 4 for i in range(len(pairs))], pa.int64())})
+    set_rows = LocalDataset(dd._sig_attach_rows(rows))
+    got = dd._verify_on_ray(LocalDataset(unique), set_rows, rows.num_rows, 0.0, 3, estimate=True).table
+    scored = {(a, b): s for a, b, s in zip(*(got.column(c).to_pylist() for c in ("a", "b", "similarity")))}
+    by_place = dict(zip(olds + news, [np.array(s, np.uint32) for s in [s.tolist() for s in sigs] + new_sigs]))
+
+    def agreement(x, y):
+        return float(np.mean(x == y)) if len(x) and len(x) == len(y) else 0.0
+
+    assert scored == {(a, b): agreement(by_place[a], by_place[b]) for a, b in pairs}
+    assert scored[(news[0], olds[0])] == 1.0 and scored[(news[1], olds[1])] == 0.0 and scored[(news[2], olds[2])] == 0.0
+
+
+def test_index_cross_pairs_spread_many_new_documents_over_chunk_cells():
+    """A bucket shared by more new documents than STAR_CHUNK pairs each with every indexed one (up to max_bucket
+    of them), its new documents spread over cells of STAR_CHUNK."""
+    import pyarrow as pa
+
+    import pipelines.dedup as dd
+
+    n_new = dd.STAR_CHUNK + 76
+    places = [f"n#{i:05d}" for i in range(n_new)] + ["old:a#0", "old:b#0", "old:c#0"]
+    bucket = pa.table({"band": pa.array([1] * len(places), pa.int32()), "key": pa.array([-5] * len(places), pa.int64()),
+                       "place": places, "old": [False] * n_new + [True] * 3})
+    pairs = dd._shard_cross_pairs(bucket, max_bucket=2)
+    assert pairs.num_rows == 2 * n_new and set(pairs.column("b").to_pylist()) == {"old:a#0", "old:b#0"}
+    cells = pairs.group_by("cell").aggregate([([], "count_all")]).column("count_all").to_pylist()
+    assert sorted(cells) == [2 * 76, 2 * dd.STAR_CHUNK]
