@@ -102,9 +102,10 @@ if numba is not None:
 def set_similarities(values: np.ndarray, offsets: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
                      estimate: bool = False) -> np.ndarray:
     """Similarity of many pairs of sets stored as one flat array (set i = values[offsets[i]:offsets[i + 1]]), in
-    one compiled pass: the Jaccard of sorted unique arrays (the sets must be sorted: the compiled pass merges them) (|A & B| by a merge, / (|A| + |B| - |A & B|)), or
-    with `estimate` the MinHash estimate of two signatures (the share of equal positions). 0.0 where a set is
-    empty, or for signatures of different lengths. Same float64 values as the plain numpy definitions."""
+    one compiled pass: the Jaccard of sorted unique arrays (|A & B| by a merge, so the sets must be sorted, over
+    |A| + |B| - |A & B|), or with `estimate` the MinHash estimate of two signatures (the share of equal
+    positions). 0.0 where a set is empty, or for signatures of different lengths. Same float64 values as the plain
+    numpy definitions."""
     rows_a, rows_b = np.asarray(rows_a, np.int64), np.asarray(rows_b, np.int64)
     counts = np.zeros(len(rows_a), np.int64)
     offsets = np.asarray(offsets, np.int64)

@@ -209,16 +209,6 @@ _ROWS_PER_SHARD = 100_000
 """Rows a coarse shard of the Ray Data path aims at (see `_shards`)."""
 
 
-def _cell(band: int, key: int, chunk: int) -> int:
-    """The verification cell of an LSH bucket (or of one chunk of a huge one) as an int64 (a splitmix64 mix; two
-    buckets that collide only share a cell, which changes no score)."""
-    x = (int(band) * 0x9E3779B97F4A7C15 + int(key) * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    x ^= x >> 31
-    return x - (1 << 64) if x >> 63 else x
-
-
 def _mix(values: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser over an integer array (as uint64): equal inputs, equal outputs, in every process."""
     x = values.astype(np.uint64, copy=True)
@@ -229,6 +219,19 @@ def _mix(values: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
+
+
+def _cell(band: int, key: int, chunk: int) -> int:
+    """The verification cell of an LSH bucket (or of one chunk of a huge one) as an int64 (mixed by `_mix`; two
+    buckets that collide only share a cell, which changes no score)."""
+    x = (int(band) * 0x9E3779B97F4A7C15 + int(key) * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB) & _M64
+    return int(_mix(np.array([x], np.uint64)).view(np.int64)[0])
+
+
+def _bucket_runs(band: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of equal (band, key) in arrays sorted by them: one LSH bucket each."""
+    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
+    return starts, np.r_[starts[1:], len(band)]
 
 
 def _string_hash(column) -> np.ndarray:
@@ -279,8 +282,7 @@ def _unique_pairs(band_rows: pa.Table, max_bucket: int, cells: bool = False) -> 
     key = band_rows.column("key").to_numpy()
     rows = np.lexsort((member, key, band))
     band, key, member = band[rows], key[rows], member[rows]
-    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
-    ends = np.r_[starts[1:], len(rows)]
+    starts, ends = _bucket_runs(band, key)
     n = np.int64(len(names))
     codes, cell_parts = [], []
     for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
@@ -460,8 +462,7 @@ def _verify_in_process(pairs: pa.Table, shingles: pa.Table, threshold: float, es
     codes = np.minimum(ga[present], gb[present]) * n_groups + np.maximum(ga[present], gb[present])
     unique, inverse = np.unique(codes, return_inverse=True)
     rows = np.asarray(group_rows, np.int64)
-    scores = set_similarities(values, offsets, rows[unique // n_groups] if len(rows) else unique,
-                              rows[unique % n_groups] if len(rows) else unique, estimate=estimate)
+    scores = set_similarities(values, offsets, rows[unique // n_groups], rows[unique % n_groups], estimate=estimate)
     similarity = scores[inverse.reshape(-1)]
     keep = similarity >= threshold
     take = pa.array(present[keep], pa.int64())
@@ -760,10 +761,8 @@ def _shard_cross_pairs(group: pa.Table, max_bucket: int) -> pa.Table:
     band, key = group.column("band").to_numpy(), group.column("key").to_numpy()
     order = np.lexsort((key, band))
     group = group.take(pa.array(order))
-    band, key = band[order], key[order]
-    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
-    ends = np.r_[starts[1:], len(band)]
-    parts = [_cross_pairs(group.slice(lo, hi - lo), max_bucket) for lo, hi in zip(starts, ends) if hi - lo > 1]
+    parts = [_cross_pairs(group.slice(lo, hi - lo), max_bucket) for lo, hi in zip(*_bucket_runs(band[order], key[order]))
+             if hi - lo > 1]
     return pa.concat_tables(parts) if parts else _pair_table([], [])
 
 
