@@ -10,7 +10,9 @@ CUDA; the loss from the model's `forward(x, targets=y)`, i.e. the fused LM head 
 project's AdamW, with and without torch.compile. Reference: nn.Linear / nn.Embedding / nn.RMSNorm, SDPA,
 torch.compile, fused torch.optim.AdamW. Reported: tokens/s (median step time over `--steps` after warm-up) and
 MFU = 3 x forward FLOPs (model.config.forward_flops_per_token: matmuls incl. LM head and causal attention) per
-token over the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
+token over the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM). Also reported, as `mfu_palm`: the PaLM /
+nanoGPT convention, 6 N + 12 L d s per token (N: parameters without the input embedding; attention counted as if
+unmasked), about 7 % higher for these two models. `--accum K` times K micro-batches per optimizer step.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import forward_flops_per_token, parameter_count, preset  # noqa: E402
 from model.layers import TransformerLM  # noqa: E402
+from model.precision import attach_low_precision_weights  # noqa: E402
 from training.optim import AdamW  # noqa: E402
 
 PEAK = 989e12
@@ -90,18 +93,20 @@ class RefLM(nn.Module):
         return self.head(self.ln(x))
 
 
-def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: int, steps: int, flops_tok: float) -> dict:
-    ids = torch.randint(0, vocab, (batch, ctx + 1), device="cuda")
-    x, y = ids[:, :-1], ids[:, 1:]
+def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: int, steps: int, flops_tok: float,
+        accum: int = 1, flops_tok_palm: float | None = None) -> dict:
+    """Median step time over `steps` optimizer steps of `accum` micro-batches of `batch` sequences each."""
+    ids = torch.randint(0, vocab, (accum, batch, ctx + 1), device="cuda")
 
     def step():
         torch.compiler.cudagraph_mark_step_begin()  # a new training iteration (CUDA-graph trees; no-op otherwise)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(x, targets=y) if loss_fn is None else loss_fn(model(x), y)
-        loss.backward()
+        for i in range(accum):
+            x, y = ids[i, :, :-1], ids[i, :, 1:]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(x, targets=y) if loss_fn is None else loss_fn(model(x), y)
+            (loss / accum if accum > 1 else loss).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss
 
     for _ in range(5):
         step()
@@ -113,9 +118,10 @@ def run(name: str, model: nn.Module, opt, loss_fn, batch: int, ctx: int, vocab: 
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     dt = statistics.median(times)
-    tps = batch * ctx / dt
-    return {"impl": name, "tokens_per_s": tps, "mfu": tps * 3 * flops_tok / PEAK, "step_ms": dt * 1e3,
-            "max_mem_gb": torch.cuda.max_memory_allocated() / 1e9}
+    tps = accum * batch * ctx / dt
+    return {"impl": name, "tokens_per_s": tps, "mfu": tps * 3 * flops_tok / PEAK,
+            "mfu_palm": tps * 3 * flops_tok_palm / PEAK if flops_tok_palm else None, "step_ms": dt * 1e3,
+            "accum": accum, "max_mem_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
 def _sift(base, overrides: dict, compiled: bool, compile_mode: str | None):
@@ -126,12 +132,15 @@ def _sift(base, overrides: dict, compiled: bool, compile_mode: str | None):
     opt_mode = OPTIMIZERS[ov.pop("optimizer", "auto")]
     opt_mode = opt_mode if compiled else False  # the eager run: plain foreach AdamW
     loss_kernel = ov.pop("loss", "auto")
+    bf16_weights = bool(ov.pop("bf16_weights", True))
     cfg = base.with_(**ov)
     torch.manual_seed(0)
     m = TransformerLM.from_config(cfg, device="cuda")
     m.loss_kernel = loss_kernel
-    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode)
-    return cfg, m, opt, (torch.compile(m, mode=compile_mode) if compiled else m), {**ov, "loss": loss_kernel}
+    copies = attach_low_precision_weights(m) if bf16_weights else {}  # as `sift pretrain` (TrainConfig.bf16_weights)
+    opt = AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled=opt_mode, low_precision=copies)
+    return cfg, m, opt, (torch.compile(m, mode=compile_mode) if compiled else m), {
+        **ov, "loss": loss_kernel, "bf16_weights": bf16_weights}
 
 
 def _kernel_category(name: str) -> str:
@@ -281,7 +290,9 @@ def main() -> int:
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--reference-bf16-residual", action="store_true",
                    help="also time the reference with its residual stream cast to bf16 (sift's autocast_residual)")
-    p.add_argument("--batch", type=int, default=0, help="sequences per step (0: 32 for gpt2-small, 16 otherwise)")
+    p.add_argument("--batch", type=int, default=0, help="sequences per micro-batch (0: 32 for gpt2-small, 16 otherwise)")
+    p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step (gradient accumulation, both "
+                                                        "sides); tokens/s counts every micro-batch")
     p.add_argument("--name", default="train_throughput", help="output file stem")
     p.add_argument("--inductor", default="", help="torch._inductor.config settings for every compiled run (sift and "
                                                   "the reference), e.g. 'coordinate_descent_tuning=true'")
@@ -311,6 +322,7 @@ def main() -> int:
         base = preset(mname, context_length=1024)
         batch = args.batch or (32 if mname == "gpt2-small" else 16)
         ft = forward_flops_per_token(base, 1024)
+        ft_palm = forward_flops_per_token(base, 1024, causal=False)  # 6 N + 12 L d s: attention not halved
         info = {"model": mname, "params": parameter_count(base), "non_embedding": parameter_count(base, include_embeddings=False),
                 "batch": batch, "ctx": 1024, "device": torch.cuda.get_device_name(), "inductor": args.inductor,
                 "compile_mode": args.compile_mode}
@@ -320,7 +332,8 @@ def main() -> int:
             name = f"sift{' +compile' if compiled else ''}{f' [{label}]' if label else ''}"
             cfg, m, opt, fwd, ov = _sift(base, ov, compiled, args.compile_mode)
             try:
-                results.append({**run(name, fwd, opt, None, batch, 1024, cfg.vocab_size, args.steps, ft), "overrides": ov})
+                results.append({**run(name, fwd, opt, None, batch, 1024, cfg.vocab_size, args.steps, ft, args.accum,
+                                      ft_palm), "overrides": ov})
             except Exception as exc:
                 results.append({"impl": name, "overrides": ov, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             del m, opt, fwd
@@ -335,7 +348,7 @@ def main() -> int:
             try:
                 results.append(run(rname, rc, ropt,
                                    lambda lg, t: F.cross_entropy(lg.float().view(-1, lg.shape[-1]), t.reshape(-1)), batch,
-                                   1024, base.vocab_size, args.steps, ft))
+                                   1024, base.vocab_size, args.steps, ft, args.accum, ft_palm))
             except Exception as exc:
                 results.append({"impl": "reference", "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             del ref, ropt, rc
@@ -351,7 +364,8 @@ def main() -> int:
             if "error" in v:
                 print(f"{mname:<12} {v['impl']:<52} ERROR {v['error']}", flush=True)
             else:
-                print(f"{mname:<12} {v['impl']:<52} {v['tokens_per_s']:>10,.0f} tok/s  MFU {100 * v['mfu']:5.1f} %  "
+                print(f"{mname:<12} {v['impl']:<52} {v['tokens_per_s']:>10,.0f} tok/s  MFU {100 * v['mfu']:5.1f} % "
+                      f"({100 * v['mfu_palm']:5.1f} % PaLM)  "
                       f"step {v['step_ms']:7.1f} ms  mem {v['max_mem_gb']:.1f} GB  x{v.get('vs_reference', float('nan')):.3f}",
                       flush=True)
         Path(args.out, f"{args.name}.json").write_text(json.dumps(rows, indent=1))

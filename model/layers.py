@@ -22,7 +22,11 @@ def _trunc_normal_(w: Tensor, std: float) -> Tensor:
 
 
 class Linear(nn.Module):
-    """y = x W^T, W stored (out, in); init N(0, 2/(in+out)) truncated at ±3σ."""
+    """y = x W^T, W stored (out, in); init N(0, 2/(in+out)) truncated at ±3σ.
+
+    `weight_lp` (a non-persistent buffer, None by default) is an optional low-precision copy of the weight kept
+    current by the optimizer (`model.precision`): under autocast to its dtype the product uses it, not a fresh cast
+    of the fp32 weight, and the weight's gradient is written in fp32 by the backward GEMM."""
 
     def __init__(self, in_features: int, out_features: int, device=None, dtype=None, bias: bool = False):
         super().__init__()
@@ -31,8 +35,16 @@ class Linear(nn.Module):
         _trunc_normal_(self.weight, math.sqrt(2.0 / (in_features + out_features)))
         # an optional bias (Qwen2's q/k/v projections have one); absent by default, so no state-dict entry
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self.register_buffer("weight_lp", None, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        lp = self.weight_lp
+        if (lp is not None and torch.is_autocast_enabled(x.device.type)
+                and torch.get_autocast_dtype(x.device.type) == lp.dtype):
+            from model.precision import linear_low_precision
+
+            y = linear_low_precision(x, self.weight, lp)
+            return y + self.bias if self.bias is not None else y
         # (..., in) @ (in, out) -> (..., out). A plain matmul against the transposed view: cuBLAS then sees the
         # same layout as F.linear (an einsum here picked a slow pre-Hopper GEMM for the odd 50,257-wide head)
         y = x @ self.weight.t()

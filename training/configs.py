@@ -39,6 +39,13 @@ class TrainConfig:
     """model: one graph (fastest: 319k vs 242k tokens/s for gpt2-small on an H100); with DDP all gradients then appear
     at the end of backward and their buckets are all-reduced without overlap. blocks: each transformer block compiled
     on its own, so buckets are all-reduced while earlier blocks are still in backward (for slow interconnects)."""
+    bf16_weights: bool = True
+    """On CUDA (bf16 autocast): every Linear multiplies by a bf16 copy of its weight that the optimizer refreshes
+    as it updates the fp32 weight (`model.precision`), instead of casting the weight in every forward pass and the
+    weight's gradient in every backward pass. The fp32 weights, gradients and optimizer state are unchanged."""
+    cuda_graphs: bool = False
+    """With compile on CUDA: torch.compile's "reduce-overhead" mode (CUDA graphs: the step's kernels replayed without
+    a launch each from Python). One optimizer step is one graph generation; micro-batches record their own graphs."""
     resume: bool = False
     zero1: bool = False
     """With several workers: shard the optimizer state across them (ZeRO-1)."""

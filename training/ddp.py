@@ -105,6 +105,9 @@ class ShardedOptimizer(torch.optim.Optimizer):
             load[r] += p.numel()
         mine = [p for p in self.all_params if self.owner[id(p)] == self.rank]
         self.local = optimizer_cls(mine or [torch.nn.Parameter(torch.zeros(0))], **kwargs)
+        # low-precision weight copies (`AdamW(low_precision=...)`): the local optimizer refreshes its own shard's,
+        # `step` the rest after their broadcast
+        self.low_precision = dict(kwargs.pop("low_precision", None) or {})
         super().__init__(self.all_params, kwargs)
         self.param_groups = self.local.param_groups  # the schedule sets lr on these
 
@@ -127,6 +130,9 @@ class ShardedOptimizer(torch.optim.Optimizer):
                 for p, t in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
                     p.data.copy_(t)
                 del flat
+        received = [p for p in self.all_params if self.owner[id(p)] != self.rank and p in self.low_precision]
+        if received:
+            torch._foreach_copy_([self.low_precision[p] for p in received], received)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

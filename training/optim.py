@@ -87,16 +87,21 @@ class AdamW(torch.optim.Optimizer):
     - "auto": "triton" on CUDA when Triton is installed, else compiled on CUDA, foreach elsewhere.
 
     `step(grad_scale=t)` multiplies the gradients by the 0-d tensor `t` first (`clip_scale`'s factor): inside the
-    Triton kernel, a separate pass otherwise. Timings in benchmarks/RESULTS.md."""
+    Triton kernel, a separate pass otherwise. `low_precision` ({parameter: copy}, from
+    `model.precision.attach_low_precision_weights`): after each update the copies hold the new parameters rounded
+    to their dtype (stored by the Triton kernel as it writes the parameters; one multi-tensor copy on the other
+    paths). Timings in benchmarks/RESULTS.md."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, compiled: bool | str = False):
+                 weight_decay: float = 0.01, compiled: bool | str = False,
+                 low_precision: dict[Tensor, Tensor] | None = None):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"invalid AdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         if compiled not in (False, True, "auto", "triton"):
             raise ValueError(f"compiled must be False, True, 'auto' or 'triton', not {compiled!r}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.compiled = compiled
+        self.low_precision = dict(low_precision or {})
         self._update = None
         self._plans: dict[tuple, Any] = {}
 
@@ -118,6 +123,8 @@ class AdamW(torch.optim.Optimizer):
                      torch.tensor(float(t), dtype=torch.float32, device=dev), b1, b2, eps, wd)
 
     def _run_triton(self, ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale) -> bool:
+        """The update as one kernel; False (nothing done) when the tensors do not qualify. The low-precision
+        copies are written by the kernel when it can take them, else copied after it."""
         from model.kernels import adamw_triton
 
         if not adamw_triton.supported([*ps, *grads, *m, *v]):
@@ -126,8 +133,18 @@ class AdamW(torch.optim.Optimizer):
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = adamw_triton.ChunkPlan(list(key[1]), ps[0].device)
-        adamw_triton.adamw_step(plan, ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale)
+        copies = [self.low_precision.get(p) for p in ps] if self.low_precision else None
+        in_kernel = copies is not None and adamw_triton.supported_copies(ps, copies)
+        adamw_triton.adamw_step(plan, ps, grads, m, v, lr, t, b1, b2, eps, wd, grad_scale,
+                                copies if in_kernel else None)
+        if not in_kernel:
+            self._refresh_copies(ps)
         return True
+
+    def _refresh_copies(self, ps: list[Tensor]) -> None:
+        pairs = [(self.low_precision[p], p) for p in ps if p in self.low_precision]
+        if pairs:
+            torch._foreach_copy_([c for c, _ in pairs], [p for _, p in pairs])
 
     @torch.no_grad()
     def step(self, closure=None, grad_scale: Tensor | None = None):
@@ -163,6 +180,7 @@ class AdamW(torch.optim.Optimizer):
                     torch._foreach_mul_(grads, grad_scale.to(grads[0].device))
                 if impl == "compiled":
                     self._run_compiled(ps, grads, m, v, lr, t, b1, b2, eps, wd)
+                    self._refresh_copies(ps)
                     continue
                 # decoupled weight decay: θ ← θ - lr·λ·θ
                 if wd:
@@ -177,5 +195,6 @@ class AdamW(torch.optim.Optimizer):
                 torch._foreach_div_(denom, math.sqrt(bc2))
                 torch._foreach_add_(denom, eps)
                 torch._foreach_addcdiv_(ps, m, denom, -lr / bc1)
+                self._refresh_copies(ps)
         return loss
 

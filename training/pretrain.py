@@ -31,6 +31,7 @@ import torch
 
 from model.config import LEGACY_DEFAULTS, ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
+from model.precision import attach_low_precision_weights
 from pipelines.config import parse_set, resolve
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
@@ -111,6 +112,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError("pretrain needs --shards and --output")
     if cfg.compile_mode not in ("model", "blocks"):
         raise ValueError(f"compile_mode {cfg.compile_mode!r}: expected model or blocks")
+    if cfg.cuda_graphs and not (cfg.compile and cfg.compile_mode == "model"):
+        raise ValueError("cuda_graphs needs compile=true with compile_mode=model")
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = resolve_device(cfg.device)
@@ -134,8 +137,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
         # one rank has nothing to all-reduce: no buckets or hooks (they cost 2.6 ms a gpt2-medium step on an H100)
         ddp = DDPBucketed(model, bucket_mb=cfg.bucket_mb) if world > 1 else None
+    # bf16 weight copies the optimizer keeps current (refreshed on every state-dict load, so also after a resume)
+    copies = attach_low_precision_weights(model) if cfg.bf16_weights and device.type == "cuda" else {}
     # with torch.compile, the optimizer step is compiled too (on CUDA): one fused update instead of ~10 foreach kernels
-    opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay, compiled="auto" if cfg.compile else False)
+    opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay, compiled="auto" if cfg.compile else False,
+                  low_precision=copies)
     opt = ShardedOptimizer(model.parameters(), AdamW, **opt_kw) if distributed and cfg.zero1 else AdamW(model.parameters(), **opt_kw)
     sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed + rank, device)
     shard_file = out / f"optimizer-rank{rank}.pt"
@@ -150,11 +156,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if distributed:
         dist.barrier()
     step_model = ddp or model
+    graphs = cfg.cuda_graphs and device.type == "cuda"  # CUDA graphs: nothing to replay on other devices
     if cfg.compile and cfg.compile_mode == "blocks":
         for layer in model.layers:
             layer.compile()
     elif cfg.compile:
-        step_model = torch.compile(ddp or model)
+        step_model = torch.compile(ddp or model, mode="reduce-overhead" if graphs else None)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum * world
     flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
@@ -193,6 +200,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for group in opt.param_groups:
                 group["lr"] = lr
             total = torch.zeros((), device=device)  # summed on the device: no host sync per micro-batch
+            if graphs:  # a new step: outputs of the last step's graphs may be overwritten from here on
+                torch.compiler.cudagraph_mark_step_begin()
             for micro in range(cfg.grad_accum):
                 if ddp is not None:
                     ddp.sync = micro == cfg.grad_accum - 1  # all-reduce once, during the last backward

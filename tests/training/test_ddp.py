@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 
 from model.config import PRESETS
 from model.layers import TransformerLM
+from model.precision import attach_low_precision_weights
 from training.ddp import DDPBucketed, ShardedOptimizer
 from training.optim import AdamW, cross_entropy
 
@@ -45,8 +46,11 @@ def _worker(rank: int, world: int, store: str, zero: bool, bucket_mb: float, out
     if rank == 0:
         model.load_state_dict(_model().state_dict())
     ddp = DDPBucketed(model, bucket_mb=bucket_mb)
-    opt = ShardedOptimizer(model.parameters(), AdamW, lr=1e-2, weight_decay=0.1) if zero else \
-        AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    # bf16 weight copies (unused by this fp32 CPU forward): each rank must keep all of them current, those of the
+    # parameters it owns and those it receives by broadcast under ZeRO-1
+    copies = attach_low_precision_weights(model)
+    opt = ShardedOptimizer(model.parameters(), AdamW, lr=1e-2, weight_decay=0.1, low_precision=copies) if zero else \
+        AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, low_precision=copies)
     per = GLOBAL_BATCH // world
     for ids in _batches():
         mine = ids[rank * per : (rank + 1) * per]
@@ -55,7 +59,10 @@ def _worker(rank: int, world: int, store: str, zero: bool, bucket_mb: float, out
         ddp.finish_gradient_synchronization()
         opt.step()
         opt.zero_grad()
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{out}.{rank}")
+    stale = [n for n, p in model.named_parameters() if p in copies and not torch.equal(copies[p], p.detach().bfloat16())]
+    if zero:
+        assert any(opt.owner[id(p)] != rank for p in copies)  # some copies are refreshed after a broadcast
+    torch.save({**{k: v.detach().clone() for k, v in model.state_dict().items()}, "stale copies": stale}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -64,6 +71,7 @@ def test_two_gloo_workers_equal_single_process(tmp_path, zero, bucket_mb):
     out = str(tmp_path / "state")
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), zero, bucket_mb, out), nprocs=2, join=True)
     a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert a.pop("stale copies") == [] and b.pop("stale copies") == []
     ref = _single()
     for k in ref:
         assert torch.equal(a[k], b[k]), f"replicas differ at {k}"

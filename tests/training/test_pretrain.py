@@ -189,3 +189,10 @@ def test_a_one_rank_group_trains_as_one_process_without_the_ddp_wrapper(shards, 
         dist.destroy_process_group()
     assert grouped["losses"] == alone["losses"]
     assert json.loads((tmp_path / "group" / "config.json").read_text())["world_size"] == 1
+
+
+def test_cuda_graphs_need_the_whole_model_compiled(shards, tmp_path):
+    with pytest.raises(ValueError, match="cuda_graphs needs compile=true"):
+        train(_cfg(shards, tmp_path / "g", cuda_graphs=True))
+    with pytest.raises(ValueError, match="cuda_graphs needs compile=true"):
+        train(_cfg(shards, tmp_path / "g", cuda_graphs=True, compile=True, compile_mode="blocks"))
