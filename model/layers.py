@@ -26,7 +26,8 @@ class Linear(nn.Module):
 
     `weight_lp` (a non-persistent buffer, None by default) is an optional low-precision copy of the weight kept
     current by the optimizer (`model.precision`): under autocast to its dtype the product uses it, not a fresh cast
-    of the fp32 weight, and the weight's gradient is written in fp32 by the backward GEMM."""
+    of the fp32 weight, and the weight's gradient is computed in fp32 (written so by the backward GEMM on CUDA). A
+    conversion or move of the module (`.to`, `.half()`) drops the copy."""
 
     def __init__(self, in_features: int, out_features: int, device=None, dtype=None, bias: bool = False):
         super().__init__()
@@ -36,6 +37,14 @@ class Linear(nn.Module):
         # an optional bias (Qwen2's q/k/v projections have one); absent by default, so no state-dict entry
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
         self.register_buffer("weight_lp", None, persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        before = self.weight_lp
+        out = super()._apply(fn, recurse)
+        if before is not None and self.weight_lp is not before:
+            # moved or converted (`.to`, `.half()`): no longer the tensor the optimizer keeps current; attach again
+            self.weight_lp = None
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         lp = self.weight_lp
@@ -283,7 +292,7 @@ class TransformerLM(nn.Module):
         if targets is not None and self._fused_loss(x):
             from model.kernels.cross_entropy_triton import linear_cross_entropy
 
-            return linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size)
+            return linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size, weight_lp=self.lm_head.weight_lp)
         logits = self.lm_head(x)  # (..., seq, padded vocab)
         logits = logits[..., : self.vocab_size] if self.padded_vocab != self.vocab_size else logits
         if targets is None:

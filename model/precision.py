@@ -10,8 +10,9 @@ kernel: 2 more bytes written per parameter) or `refresh_low_precision_weights`. 
 forward casts saved are one per micro-batch.
 
 The fp32 weights stay the parameters: checkpoints, `state_dict`, gradients and optimizer state are unchanged; the
-copies are non-persistent buffers (`Linear.weight_lp`) and are refreshed whenever a state dict is loaded. Anything
-else that changes a weight in place must call `refresh_low_precision_weights` (or detach the copies) afterwards.
+copies are non-persistent buffers (`Linear.weight_lp`) and are refreshed whenever a state dict is loaded; moving
+or converting the model (`.to`, `.half()`) drops them (attach again, and give the optimizer the new copies).
+Anything else that changes a weight in place must call `refresh_low_precision_weights` afterwards.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 
 def attach_low_precision_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[nn.Parameter, Tensor]:
     """Give every fp32 `model.layers.Linear` of `model` a `dtype` copy of its weight; returns {weight: copy} (tied
-    weights share one copy) for the optimizer to keep current. Idempotent: copies already attached are refreshed."""
+    weights share one copy) for the optimizer to keep current. A copy already attached (same dtype, shape and
+    device) is kept and refreshed, so calling this twice returns the same tensors."""
     from model.layers import Linear
 
     copies: dict[nn.Parameter, Tensor] = {}
@@ -31,7 +33,13 @@ def attach_low_precision_weights(model: nn.Module, dtype: torch.dtype = torch.bf
             continue
         lp = copies.get(mod.weight)
         if lp is None:
-            lp = copies[mod.weight] = mod.weight.detach().to(dtype)
+            old, w = mod.weight_lp, mod.weight
+            if old is not None and old.dtype == dtype and old.shape == w.shape and old.device == w.device:
+                with torch.no_grad():
+                    lp = old.copy_(w)
+            else:
+                lp = w.detach().to(dtype)
+            copies[w] = lp
         mod.weight_lp = lp
     if copies and not getattr(model, "_sift_lp_hook", False):
         # a loaded state dict overwrites the fp32 weights in place: the copies follow
@@ -65,11 +73,13 @@ def detach_low_precision_weights(model: nn.Module) -> None:
 
 
 def mm_out(a: Tensor, b: Tensor, out_dtype: torch.dtype) -> Tensor:
-    """a @ b stored as `out_dtype`: on CUDA the GEMM writes it directly (fp32 accumulators, no rounding to the
-    inputs' dtype), elsewhere the product is cast."""
-    if a.is_cuda and out_dtype != a.dtype:
+    """a @ b stored as `out_dtype` without a rounding to the inputs' dtype first: on CUDA the GEMM writes it
+    directly from its fp32 accumulators; elsewhere the operands are widened and multiplied in `out_dtype`."""
+    if out_dtype == a.dtype:
+        return torch.mm(a, b)
+    if a.is_cuda:
         return torch.mm(a, b, out_dtype=out_dtype)
-    return torch.mm(a, b).to(out_dtype)
+    return torch.mm(a.to(out_dtype), b.to(out_dtype))
 
 
 class LinearLowPrecision(torch.autograd.Function):

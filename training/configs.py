@@ -40,9 +40,9 @@ class TrainConfig:
     at the end of backward and their buckets are all-reduced without overlap. blocks: each transformer block compiled
     on its own, so buckets are all-reduced while earlier blocks are still in backward (for slow interconnects)."""
     bf16_weights: bool = True
-    """On CUDA (bf16 autocast): every Linear multiplies by a bf16 copy of its weight that the optimizer refreshes
-    as it updates the fp32 weight (`model.precision`), instead of casting the weight in every forward pass and the
-    weight's gradient in every backward pass. The fp32 weights, gradients and optimizer state are unchanged."""
+    """On CUDA (bf16 autocast): every Linear (the LM head too) multiplies by a bf16 copy of its weight that the
+    optimizer refreshes as it updates the fp32 weight (`model.precision`), instead of casting the weight in every
+    forward pass and the weight's gradient in every backward pass. The fp32 weights, gradients and optimizer state are unchanged."""
     cuda_graphs: bool = False
     """With compile on CUDA: torch.compile's "reduce-overhead" mode (CUDA graphs: the step's kernels replayed without
     a launch each from Python). One optimizer step is one graph generation; micro-batches record their own graphs."""

@@ -86,33 +86,75 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(h, weight, output[1])
 
 
+def _grads(h, weight, g_logits, d_loss, dw_dtype=None):
+    """(dh, dW) from the logits' unscaled gradient; dW written as `dw_dtype` by the GEMM (fp32 for a weight kept as
+    a low-precision copy: `model.precision.mm_out`), else in the operands' dtype."""
+    from model.precision import mm_out
+
+    scale = d_loss.to(torch.float32)[:, None]  # each row's upstream gradient, applied to the small operands
+    dh = (g_logits @ weight).float().mul_(scale).to(h.dtype)
+    hs = (h.float() * scale).to(h.dtype)
+    dw = mm_out(g_logits.t(), hs, dw_dtype) if dw_dtype is not None else g_logits.t() @ hs
+    return dh, dw
+
+
 def _backward(ctx, d_loss, _d_logits):
     if not ctx.grad:
         raise RuntimeError("linear_cross_entropy_rows was called with grad=False: it has no gradient")
     h, weight, g_logits = ctx.saved_tensors
-    scale = d_loss.to(torch.float32)[:, None]  # each row's upstream gradient, applied to the small operands
-    dh = (g_logits @ weight).float().mul_(scale).to(h.dtype)
-    dw = g_logits.t() @ (h.float() * scale).to(h.dtype)
+    dh, dw = _grads(h, weight, g_logits, d_loss)
     return dh, dw, None, None, None
 
 
 linear_cross_entropy_rows.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _LowPrecisionHead(torch.autograd.Function):
+    """The op with the weight's low-precision copy as its operand; the gradient goes to the fp32 weight, written in
+    fp32 by the backward GEMM (no cast of the weight in the forward pass, none of its gradient in the backward)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, weight_lp, targets, vocab_size):
+        loss, g_logits = linear_cross_entropy_rows(h, weight_lp, targets, vocab_size, True)
+        ctx.save_for_backward(h, weight_lp, g_logits)
+        ctx.weight_dtype = weight.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, d_loss):
+        h, weight_lp, g_logits = ctx.saved_tensors
+        dh, dw = _grads(h, weight_lp, g_logits, d_loss, ctx.weight_dtype)
+        return dh, dw, None, None, None
+
+
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int | None = None,
-                         reduction: str = "mean") -> torch.Tensor:
+                         reduction: str = "mean", weight_lp: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of `h @ weight.T` (first `vocab_size` columns) against `targets`, without keeping the logits:
     h (..., d), weight (V_pad, d), targets (...). Under CUDA autocast both operands are cast to its dtype, as
-    `nn.Linear` would be. reduction: "mean", "sum" or "none" (per-position losses, shaped like targets)."""
+    `nn.Linear` would be, unless `weight_lp`, a copy of the weight in that dtype (`model.precision`), is given: then
+    it is the operand and the weight's gradient is written in fp32. reduction: "mean", "sum" or "none" (per-position
+    losses, shaped like targets)."""
     lead = targets.shape
     h2 = h.reshape(-1, h.shape[-1])
-    if torch.is_autocast_enabled(h.device.type):
-        dt = torch.get_autocast_dtype(h.device.type)
+    vocab = int(vocab_size or weight.shape[0])
+    dt = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
+    if weight_lp is not None and dt == weight_lp.dtype:
+        h2 = h2.to(dt)
+        if torch.is_grad_enabled() and (h2.requires_grad or weight.requires_grad):
+            loss = _LowPrecisionHead.apply(h2, weight, weight_lp, targets.reshape(-1), vocab)
+        else:
+            loss, _ = linear_cross_entropy_rows(h2, weight_lp, targets.reshape(-1), vocab, False)
+        return _reduce(loss, lead, reduction)
+    if dt is not None:
         h2, weight = h2.to(dt), weight.to(dt)
     else:
         weight = weight.to(h2.dtype)
     grad = torch.is_grad_enabled() and (h2.requires_grad or weight.requires_grad)
-    loss, _ = linear_cross_entropy_rows(h2, weight, targets.reshape(-1), int(vocab_size or weight.shape[0]), grad)
+    loss, _ = linear_cross_entropy_rows(h2, weight, targets.reshape(-1), vocab, grad)
+    return _reduce(loss, lead, reduction)
+
+
+def _reduce(loss: torch.Tensor, lead: torch.Size, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
