@@ -26,6 +26,16 @@ def _tiny(**changes) -> TransformerLM:
     return TransformerLM.from_config(PRESETS["tiny"].with_(attention="reference", **changes), device=DEV)
 
 
+def _skip_without_triton() -> None:
+    """The Triton kernels run on CUDA, or on CPU under TRITON_INTERPRET=1 (set above when there is no GPU)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pytest.skip("needs Triton")
+    if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+
+
 def _loss_and_grads(model: TransformerLM, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     with torch.autocast(DEV, dtype=torch.bfloat16):
@@ -132,12 +142,7 @@ def test_optimizer_keeps_copies_current(compiled, dtype, monkeypatch):
         real_compile = torch.compile
         monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "eager"}))
     if compiled == "triton":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            pytest.skip("needs Triton")
-        if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+        _skip_without_triton()
     plain, fast = _tiny(), _tiny()
     copies = attach_low_precision_weights(fast, dtype)
     kw = dict(lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, compiled=compiled)
@@ -175,12 +180,7 @@ def test_state_dict_load_refreshes_copies():
 def test_triton_copy_rounds_to_nearest_even():
     """The kernel's integer rounding equals PyTorch's fp32 -> bf16 conversion on ties, negatives, subnormals,
     infinities, the largest floats and NaN (lr 0: the update leaves the parameter as it is)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        pytest.skip("needs Triton")
-    if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    _skip_without_triton()
     f32 = torch.finfo(torch.float32)
     special = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), -(1 + 3 * 2**-8), 1 + 2**-8 + 2**-20, f32.max, -f32.max,
                f32.tiny / 3, -f32.tiny / 5, float("inf"), float("-inf"), float("nan"), 0.0, -0.0, 3.0, 1e-30]
@@ -226,12 +226,7 @@ def test_compiled_model_with_copies_matches_autocast_casts():
 def test_fused_head_reads_the_head_copy():
     """The fused LM head + loss (Triton; the interpreter on CPU) multiplies by the head's copy: the same loss as
     with autocast's cast of the head, the head's gradient fp32, the exact product of the bf16 operands."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        pytest.skip("needs Triton")
-    if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    _skip_without_triton()
     plain, fast = _tiny(), _tiny()
     for m in (plain, fast):
         m.loss_kernel = "fused"
