@@ -165,6 +165,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     tokens_per_step = cfg.batch_size * cfg.context_length * cfg.grad_accum * world
     flops_per_step = 3 * forward_flops_per_token(mcfg, cfg.context_length) * tokens_per_step
+    # the PaLM / nanoGPT count (attention as if unmasked), for comparison with numbers other tools print
+    flops_per_step_palm = 3 * forward_flops_per_token(mcfg, cfg.context_length, causal=False) * tokens_per_step
     peak = _peak_flops(device)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg), "world_size": world,
@@ -226,7 +228,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             now = time.perf_counter()
             dt, t_last = now - t_last, now
             row = {"step": step + 1, "loss": total, "lr": lr, "grad_norm": norm, "tokens": (step + 1) * tokens_per_step,
-                   "tokens_per_s": tokens_per_step / dt, "mfu": mfu(flops_per_step, dt, peak, world)}
+                   "tokens_per_s": tokens_per_step / dt, "mfu": mfu(flops_per_step, dt, peak, world),
+                   "mfu_palm": mfu(flops_per_step_palm, dt, peak, world)}
             if rank == 0 and val_ds is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 row["val_loss"] = evaluate(model, val_ds, cfg, device, autocast)
             metrics.write(json.dumps(row) + "\n")
