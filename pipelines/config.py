@@ -154,6 +154,55 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal written under a field), by field name, with
+    whitespace collapsed; {} when the source is not available."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's docstring wins
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
+            continue
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def config_help(cls: type, prefix: str = "") -> list[str]:
+    """One line per `--set` key of a config dataclass (nested configs with dots): `key=default` and the first
+    sentence of the field's docstring."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name, f.type)
+        if dataclasses.is_dataclass(tp):
+            lines += config_help(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        doc = docs.get(f.name, "")
+        first = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0] if doc else ""
+        first = first if len(first) <= 100 else first[:99].rstrip() + "…"
+        shown = default if isinstance(default, str) and default else json.dumps(default, default=str)
+        text = f"  {prefix}{f.name}={shown}"
+        lines.append(f"{text:<38} {first}" if first else text)
+    return lines
+
+
+def set_epilog(cls: type) -> str:
+    """`--set KEY=VALUE` keys of `cls` for an argparse epilog (use RawDescriptionHelpFormatter)."""
+    return f"--set keys ({cls.__name__}; KEY=default):\n" + "\n".join(config_help(cls))
+
+
 def stage_main(argv: list[str] | None, prog: str, description: str, cls: type[T], run, format_summary,
                input_help: str, extra: list[tuple[str, dict[str, Any]]] = ()) -> int:
     """The command line of a corpus-wide stage (`--input`, `--output`, `--config`, `--num-cpus`, `--set`, `--json`,
@@ -161,14 +210,15 @@ def stage_main(argv: list[str] | None, prog: str, description: str, cls: type[T]
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=set_epilog(cls),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", "-i", help=input_help)
     p.add_argument("--output", "-o")
     for flags, kwargs in extra:
         p.add_argument(*flags.split(), **kwargs)
     p.add_argument("--config", "-c")
     p.add_argument("--num-cpus", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (listed below)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     fields = {f.name for f in dataclasses.fields(cls)}

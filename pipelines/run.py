@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.run") -
     p.add_argument("--output", "-o")
     p.add_argument("--stages", help="comma-separated subset, e.g. curate,dedup,tokenize")
     p.add_argument("--num-cpus", type=int, help="size of the embedded local Ray")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. pretrain.steps=200")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="STAGE.FIELD=VALUE, e.g. pretrain.steps=200 (each stage's fields: sift <stage> --help)")
     p.add_argument("--json", action="store_true", help="print pipeline.json at the end")
     args = p.parse_args(argv)
     try:

@@ -32,7 +32,7 @@ import torch
 from model.config import LEGACY_DEFAULTS, ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
 from model.precision import attach_low_precision_weights
-from pipelines.config import parse_set, resolve
+from pipelines.config import parse_set, resolve, set_epilog
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, validation_batches
@@ -317,7 +317,8 @@ def launch(cfg: TrainConfig, num_workers: int, use_gpu: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain") -> int:
-    p = argparse.ArgumentParser(prog=prog, description="Pretrain a TransformerLM on sift token shards.")
+    p = argparse.ArgumentParser(prog=prog, description="Pretrain a TransformerLM on sift token shards.",
+                                epilog=set_epilog(TrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", help="a sift tokenize output folder (or a flat uint16 token file)")
     p.add_argument("--output", "-o")
     p.add_argument("--preset", help="model preset: tiny, small-cpu, gpt2-small, gpt2-medium, ...")

@@ -332,9 +332,10 @@ def fit_sweep(table: str | os.PathLike, plot_dir: str | os.PathLike | None, targ
 
 
 def main(argv: list[str] | None = None, prog: str = "sift scaling sweep") -> int:
-    from pipelines.config import parse_set, resolve
+    from pipelines.config import parse_set, resolve, set_epilog
 
-    p = argparse.ArgumentParser(prog=prog, description="Run an IsoFLOP sweep as Ray tasks and fit scaling laws to it.")
+    p = argparse.ArgumentParser(prog=prog, description="Run an IsoFLOP sweep as Ray tasks and fit scaling laws to it.",
+                                epilog=set_epilog(SweepConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "-c")
     p.add_argument("--shards")
     p.add_argument("--output", "-o")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipelines.config import build, config_hash, parse_set, resolve
+from pipelines.config import build, config_hash, config_help, field_docs, parse_set, resolve
 from pipelines.curate import CurateConfig, shard_name
 from pipelines.io import OutputDir, list_inputs
 from pipelines.stats import balance_errors, funnel, merge
@@ -193,3 +193,23 @@ def test_tokenizer_loads_once_per_process_until_its_files_change(tmp_path):
     (copy / "special_tokens.txt").write_text("<|endoftext|>\n<|pad|>\n")  # a new special token: a fresh load
     second = load_tokenizer(str(copy))
     assert second is not first and "<|pad|>" in second.special_ids and "<|pad|>" not in first.special_ids
+
+
+def test_help_lists_every_set_key_with_its_default_and_docstring():
+    """`--help` of each stage lists the keys `--set` accepts (nested configs dotted), each with its default and the
+    first sentence of the field's docstring, read from the source; every listed key resolves."""
+    from training.configs import TrainConfig
+
+    docs = field_docs(TrainConfig)
+    assert docs["zero1"] == "With several workers: shard the optimizer state across them (ZeRO-1)."
+    assert "steps" not in docs  # no docstring under that field
+    lines = config_help(CurateConfig)
+    keys = [line.split()[0].split("=", 1)[0] for line in lines]
+    assert "extract.main_content" in keys and "pii.emails" in keys and "read.max_record_bytes" in keys
+    assert len(keys) == len(set(keys))
+    pii = next(line for line in lines if line.split()[0].startswith("pii.enabled="))
+    assert pii.split()[0] == "pii.enabled=true" and "Run the maskers" in pii
+    for line in lines:  # the default shown is the default: setting it back is accepted and changes nothing
+        key, shown = line.split()[0].split("=", 1)
+        if shown not in ("", '""', "null") and not shown.startswith(("[", "{")):
+            assert resolve(CurateConfig, None, parse_set([f"{key}={shown}"])) == CurateConfig(), key

@@ -501,9 +501,10 @@ COMMANDS = {"sft": sft, "ei": expert_iteration, "grpo": grpo, "dpo": dpo}
 
 
 def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
-    from pipelines.config import parse_set, resolve
+    from pipelines.config import parse_set, resolve, set_epilog
 
-    p = argparse.ArgumentParser(prog=prog, description="SFT, GRPO, DPO and expert iteration on verifiable tasks.")
+    p = argparse.ArgumentParser(prog=prog, description="SFT, GRPO, DPO and expert iteration on verifiable tasks.",
+                                epilog=set_epilog(AlignConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=list(COMMANDS))
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
