@@ -146,9 +146,49 @@ def _emit(g, a64, b64, num_perm, m32, out, doc, sh_out, sh_doc, sh_n):  # pragma
             row[p] = v
 
 
+def _unique_per_doc(values, docs, out, counts):  # pragma: no cover - compiled
+    # documents are contiguous runs of `docs`: each run sorted on its own (short sorts of 32-bit keys, not one sort
+    # of the batch's 64-bit (document, hash) keys), its distinct values appended to `out`, their number to `counts`
+    n = values.shape[0]
+    w = 0
+    i = 0
+    while i < n:
+        d = docs[i]
+        j = i + 1
+        while j < n and docs[j] == d:
+            j += 1
+        seg = np.sort(values[i:j])
+        prev = seg[0]
+        out[w] = prev
+        w += 1
+        c = 1
+        for k in range(1, seg.shape[0]):
+            v = seg[k]
+            if v != prev:
+                out[w] = v
+                w += 1
+                c += 1
+                prev = v
+        counts[d] = c
+        i = j
+    return w
+
+
 if numba is not None:
     _emit = numba.njit(cache=True, nogil=True, inline="always")(_emit)
     _kernel = numba.njit(cache=True, nogil=True)(_kernel)
+    _unique_per_doc = numba.njit(cache=True, nogil=True)(_unique_per_doc)
+
+
+def unique_per_doc(values: np.ndarray, docs: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(each document's distinct values, sorted, concatenated; their count per document) for `values` grouped by
+    document (`docs` non-decreasing, as `shingle_batch` returns them); None when `docs` is not grouped."""
+    if len(docs) > 1 and bool((docs[1:] < docs[:-1]).any()):
+        return None
+    out = np.empty(len(values), np.uint32)
+    counts = np.zeros(n_docs, np.int64)
+    w = _unique_per_doc(values, docs, out, counts)
+    return out[:w], counts
 
 
 def minhash_batch(data: bytes, n_docs: int, byte_action: np.ndarray, seq_keys: np.ndarray, seq_actions: np.ndarray,

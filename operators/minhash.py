@@ -293,6 +293,11 @@ def shingle_sets(texts: list[str], ngram: int, batch_bytes: int = 1 << 20,
         if compiled:
             hv, dv = kernel.shingle_batch(_prepare_batch(texts[start:stop]), stop - start, _BYTE_ACTION, _SEQ_KEYS,
                                           _SEQ_ACTIONS, ngram)
+            grouped = kernel.unique_per_doc(hv, dv, stop - start)  # a sort per document, compiled
+            if grouped is not None:
+                values.append(grouped[0])
+                counts[start:stop] = grouped[1]
+                continue
         else:
             hv, dv = _batch_shingle_hashes(texts[start:stop], ngram)
         key = (dv.astype(np.uint64) << np.uint64(32)) | hv  # by document, then hash: one sort of 64-bit keys

@@ -194,3 +194,17 @@ def test_shingle_sets_property(texts, ngram, batch_bytes, backend):
     assert len(got) == len(texts)
     for g, want in zip(got, _reference_sets(texts, ngram)):
         assert np.array_equal(g, want)
+
+
+def test_unique_per_doc_sorts_each_document_and_refuses_ungrouped_input():
+    from operators import _minhash_kernel as kernel
+
+    if not kernel.available():
+        pytest.skip("numba is not installed")
+    values = np.array([9, 3, 9, 1, 7, 7, 2], np.uint32)
+    docs = np.array([0, 0, 0, 0, 2, 2, 3], np.int64)  # document 1 has no shingles
+    out, counts = kernel.unique_per_doc(values, docs, 5)
+    assert out.tolist() == [1, 3, 9, 7, 2] and counts.tolist() == [3, 0, 1, 1, 0]
+    assert kernel.unique_per_doc(values, np.array([0, 0, 1, 1, 0, 2, 2], np.int64), 3) is None
+    empty, none = kernel.unique_per_doc(np.zeros(0, np.uint32), np.zeros(0, np.int64), 2)
+    assert len(empty) == 0 and none.tolist() == [0, 0]
