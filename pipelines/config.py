@@ -198,20 +198,22 @@ def config_help(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
-def set_epilog(cls: type) -> str:
-    """`--set KEY=VALUE` keys of `cls` for an argparse epilog (use RawDescriptionHelpFormatter)."""
-    return f"--set keys ({cls.__name__}; KEY=default):\n" + "\n".join(config_help(cls))
+def config_parser(prog: str, description: str, cls: type):
+    """An argparse parser whose help ends with the `--set KEY=VALUE` keys of `cls` (`config_help`)."""
+    import argparse
+
+    epilog = f"--set keys ({cls.__name__}; KEY=default):\n" + "\n".join(config_help(cls))
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def stage_main(argv: list[str] | None, prog: str, description: str, cls: type[T], run, format_summary,
                input_help: str, extra: list[tuple[str, dict[str, Any]]] = ()) -> int:
     """The command line of a corpus-wide stage (`--input`, `--output`, `--config`, `--num-cpus`, `--set`, `--json`,
     plus `extra` flags): flags override the YAML file, which overrides the defaults; ValueError -> exit code 2."""
-    import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=set_epilog(cls),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(prog, description, cls)
     p.add_argument("--input", "-i", help=input_help)
     p.add_argument("--output", "-o")
     for flags, kwargs in extra:

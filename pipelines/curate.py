@@ -37,7 +37,7 @@ from operators.pii import PIIConfig
 from operators.domains import registered_domain
 from operators.warc import ReadConfig, iter_warc
 from pipelines import stats as statslib
-from pipelines.config import config_hash, parse_set, resolve, set_epilog
+from pipelines.config import config_hash, parse_set, resolve, config_parser
 from pipelines.io import OutputDir, list_inputs, open_input
 from pipelines.layout import DOCS_DIR, EXCLUSIONS_DIR, STATS_DIR, init_ray  # noqa: F401 (re-exported)
 from pipelines.run_info import run_metadata
@@ -379,8 +379,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def build_parser(prog: str = "sift curate") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Curate WARC files into clean document shards.",
-                                epilog=set_epilog(CurateConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(prog, "Curate WARC files into clean document shards.", CurateConfig)
     p.add_argument("--input", "-i", action="append", default=[], help="file, dir, glob, s3://..., or warc.paths (repeatable)")
     p.add_argument("--output", "-o", help="output folder (local or s3://, gs://)")
     p.add_argument("--config", "-c", help="YAML file overriding CurateConfig fields")

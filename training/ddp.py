@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from model.precision import refresh_low_precision_weights
+
 
 class DDPBucketed(nn.Module):
     def __init__(self, module: nn.Module, bucket_mb: float = 25.0):
@@ -130,9 +132,7 @@ class ShardedOptimizer(torch.optim.Optimizer):
                 for p, t in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
                     p.data.copy_(t)
                 del flat
-        received = [p for p in self.all_params if self.owner[id(p)] != self.rank and p in self.low_precision]
-        if received:
-            torch._foreach_copy_([self.low_precision[p] for p in received], received)
+        refresh_low_precision_weights({p: c for p, c in self.low_precision.items() if self.owner[id(p)] != self.rank})
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -142,9 +142,9 @@ class AdamW(torch.optim.Optimizer):
         return True
 
     def _refresh_copies(self, ps: list[Tensor]) -> None:
-        pairs = [(self.low_precision[p], p) for p in ps if p in self.low_precision]
-        if pairs:
-            torch._foreach_copy_([c for c, _ in pairs], [p for _, p in pairs])
+        from model.precision import refresh_low_precision_weights
+
+        refresh_low_precision_weights({p: self.low_precision[p] for p in ps if p in self.low_precision})
 
     @torch.no_grad()
     def step(self, closure=None, grad_scale: Tensor | None = None):

@@ -16,7 +16,6 @@ With several workers (Ray Train or torchrun) the project's DDP (training/ddp.py)
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ import torch
 from model.config import LEGACY_DEFAULTS, ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
 from model.precision import attach_low_precision_weights
-from pipelines.config import parse_set, resolve, set_epilog
+from pipelines.config import parse_set, resolve, config_parser
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
 from training.data import BatchSampler, TokenDataset, validation_batches
@@ -317,8 +316,7 @@ def launch(cfg: TrainConfig, num_workers: int, use_gpu: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain") -> int:
-    p = argparse.ArgumentParser(prog=prog, description="Pretrain a TransformerLM on sift token shards.",
-                                epilog=set_epilog(TrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(prog, "Pretrain a TransformerLM on sift token shards.", TrainConfig)
     p.add_argument("--shards", help="a sift tokenize output folder (or a flat uint16 token file)")
     p.add_argument("--output", "-o")
     p.add_argument("--preset", help="model preset: tiny, small-cpu, gpt2-small, gpt2-medium, ...")

@@ -26,7 +26,6 @@ a lookup: no FLOPs); the table also carries the total.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import json
@@ -332,10 +331,9 @@ def fit_sweep(table: str | os.PathLike, plot_dir: str | os.PathLike | None, targ
 
 
 def main(argv: list[str] | None = None, prog: str = "sift scaling sweep") -> int:
-    from pipelines.config import parse_set, resolve, set_epilog
+    from pipelines.config import parse_set, resolve, config_parser
 
-    p = argparse.ArgumentParser(prog=prog, description="Run an IsoFLOP sweep as Ray tasks and fit scaling laws to it.",
-                                epilog=set_epilog(SweepConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(prog, "Run an IsoFLOP sweep as Ray tasks and fit scaling laws to it.", SweepConfig)
     p.add_argument("--config", "-c")
     p.add_argument("--shards")
     p.add_argument("--output", "-o")

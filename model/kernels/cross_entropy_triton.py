@@ -137,24 +137,15 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     lead = targets.shape
     h2 = h.reshape(-1, h.shape[-1])
     vocab = int(vocab_size or weight.shape[0])
-    dt = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
-    if weight_lp is not None and dt == weight_lp.dtype:
-        h2 = h2.to(dt)
-        if torch.is_grad_enabled() and (h2.requires_grad or weight.requires_grad):
-            loss = _LowPrecisionHead.apply(h2, weight, weight_lp, targets.reshape(-1), vocab)
-        else:
-            loss, _ = linear_cross_entropy_rows(h2, weight_lp, targets.reshape(-1), vocab, False)
-        return _reduce(loss, lead, reduction)
-    if dt is not None:
-        h2, weight = h2.to(dt), weight.to(dt)
-    else:
-        weight = weight.to(h2.dtype)
+    if torch.is_autocast_enabled(h.device.type):
+        h2 = h2.to(torch.get_autocast_dtype(h.device.type))
+    use_lp = weight_lp is not None and weight_lp.dtype == h2.dtype
     grad = torch.is_grad_enabled() and (h2.requires_grad or weight.requires_grad)
-    loss, _ = linear_cross_entropy_rows(h2, weight, targets.reshape(-1), vocab, grad)
-    return _reduce(loss, lead, reduction)
-
-
-def _reduce(loss: torch.Tensor, lead: torch.Size, reduction: str) -> torch.Tensor:
+    if use_lp and grad:
+        loss = _LowPrecisionHead.apply(h2, weight, weight_lp, targets.reshape(-1), vocab)
+    else:
+        operand = weight_lp if use_lp else weight.to(h2.dtype)
+        loss, _ = linear_cross_entropy_rows(h2, operand, targets.reshape(-1), vocab, grad)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

@@ -16,7 +16,6 @@ evaluation accuracy) are appended to <output>/metrics.jsonl and plotted to <outp
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -501,10 +500,9 @@ COMMANDS = {"sft": sft, "ei": expert_iteration, "grpo": grpo, "dpo": dpo}
 
 
 def main(argv: list[str] | None = None, prog: str = "sift align") -> int:
-    from pipelines.config import parse_set, resolve, set_epilog
+    from pipelines.config import parse_set, resolve, config_parser
 
-    p = argparse.ArgumentParser(prog=prog, description="SFT, GRPO, DPO and expert iteration on verifiable tasks.",
-                                epilog=set_epilog(AlignConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(prog, "SFT, GRPO, DPO and expert iteration on verifiable tasks.", AlignConfig)
     p.add_argument("command", choices=list(COMMANDS))
     p.add_argument("--config", "-c")
     p.add_argument("--output", "-o")
