@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import forward_flops_per_token, parameter_count, preset  # noqa: E402
 from model.layers import TransformerLM  # noqa: E402
-from model.precision import attach_low_precision_weights  # noqa: E402
+from model.precision import attach_low_precision_weights, copy_only_weights  # noqa: E402
 from training.ddp import DDPBucketed, ShardedOptimizer  # noqa: E402
 from training.optim import AdamW, clip_scale  # noqa: E402
 
@@ -68,7 +68,8 @@ def measure(mname: str, mode: str, args, device, rank: int, world: int) -> dict:
     copies = attach_low_precision_weights(model) if device.type == "cuda" and not args.no_bf16_weights else {}
     kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compiled="auto" if args.compile else False,
               low_precision=copies)
-    opt = ShardedOptimizer(model.parameters(), AdamW, **kw) if mode == "zero1" else AdamW(model.parameters(), **kw)
+    opt = (ShardedOptimizer(model.parameters(), AdamW, copy_only=copy_only_weights(model), **kw) if mode == "zero1"
+           else AdamW(model.parameters(), **kw))
     fwd = ddp
     if args.compile:
         if args.compile_mode == "blocks":

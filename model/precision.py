@@ -55,6 +55,19 @@ def low_precision_copies(model: nn.Module) -> dict[nn.Parameter, Tensor]:
     return {m.weight: m.weight_lp for m in model.modules() if isinstance(m, Linear) and m.weight_lp is not None}
 
 
+def copy_only_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weights with an attached copy that no module other than a `Linear` with that copy holds (a weight tied to
+    an embedding is read in fp32 by the lookup): under autocast to the copies' dtype the forward and backward passes
+    read only their copies, so a ZeRO-1 rank that does not own one can receive its copy instead of its fp32 value
+    (`training.ddp.ShardedOptimizer(copy_only=...)`)."""
+    from model.layers import Linear
+
+    copies = low_precision_copies(model)
+    held_elsewhere = {id(p) for m in model.modules() if not (isinstance(m, Linear) and m.weight_lp is not None)
+                      for p in m.parameters(recurse=False)}
+    return [w for w in copies if id(w) not in held_elsewhere]
+
+
 @torch.no_grad()
 def refresh_low_precision_weights(model_or_copies: nn.Module | dict[nn.Parameter, Tensor]) -> None:
     """Copy the fp32 weights into their low-precision copies (one multi-tensor launch)."""

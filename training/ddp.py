@@ -94,9 +94,15 @@ class DDPBucketed(nn.Module):
 
 class ShardedOptimizer(torch.optim.Optimizer):
     """ZeRO-1: rank r updates (and keeps optimizer state for) only the parameters assigned to it, then every
-    parameter is broadcast from its owner. Assignment: greedy by size, so shards hold similar bytes."""
+    parameter is broadcast from its owner. Assignment: greedy by size, so shards hold similar bytes.
 
-    def __init__(self, params, optimizer_cls: type[torch.optim.Optimizer], **kwargs: Any):
+    `low_precision` ({parameter: bf16 copy}, as for `AdamW`): every rank keeps all copies current. `copy_only`:
+    parameters the forward pass reads only through their copy (`model.precision.copy_only_weights` under bf16
+    autocast). For those the owner broadcasts the copy instead of the fp32 value: half the bytes. Their fp32 values
+    on the other ranks then lag behind until `sync_parameters()` (call it before reading them: a checkpoint, an
+    evaluation without autocast)."""
+
+    def __init__(self, params, optimizer_cls: type[torch.optim.Optimizer], copy_only=(), **kwargs: Any):
         self.all_params = [p for p in params]
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         load = [0] * self.world
@@ -108,32 +114,48 @@ class ShardedOptimizer(torch.optim.Optimizer):
         mine = [p for p in self.all_params if self.owner[id(p)] == self.rank]
         self.local = optimizer_cls(mine or [torch.nn.Parameter(torch.zeros(0))], **kwargs)
         # low-precision weight copies (`AdamW(low_precision=...)`): the local optimizer refreshes its own shard's,
-        # `step` the rest after their broadcast
+        # `step` the rest (received as copies, or refreshed from the received fp32 values)
         self.low_precision = dict(kwargs.pop("low_precision", None) or {})
+        self.copy_only = {id(p) for p in copy_only if p in self.low_precision}
+        self.stale = False  # fp32 values of copy-only parameters behind their owners' (until sync_parameters)
         super().__init__(self.all_params, kwargs)
         self.param_groups = self.local.param_groups  # the schedule sets lr on these
 
+    def _broadcast(self, items: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+        """One broadcast per (owner, dtype) of the given (parameter, tensor to send) pairs: the owner's tensors
+        flattened into a single buffer (one collective per rank instead of one per parameter, which is
+        latency-bound on NCCL). Owners go one after another, so the extra memory is one shard, not a model."""
+        groups: dict[tuple[int, torch.dtype], list[torch.Tensor]] = {}
+        for p, t in items:
+            groups.setdefault((self.owner[id(p)], t.dtype), []).append(t)
+        for (src, dtype), tensors in groups.items():
+            if src == self.rank:
+                dist.broadcast(_flatten_dense_tensors(tensors), src=src)
+            else:
+                flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
+                dist.broadcast(flat, src=src)
+                for t, v in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+                    t.copy_(v)
+                del flat
+
     @torch.no_grad()
     def step(self, closure=None, grad_scale: torch.Tensor | None = None):
-        """Update the own shard (gradients times `grad_scale` when given, as `AdamW.step`), then one broadcast per
-        (owner, dtype): that owner's parameters flattened into a single buffer (one collective per rank instead of
-        one per parameter, which is latency-bound on NCCL). Owners go one after another, so the extra memory is one
-        shard, not a copy of the whole model."""
+        """Update the own shard (gradients times `grad_scale` when given, as `AdamW.step`), then broadcast every
+        parameter from its owner: the bf16 copy of a copy-only parameter, the parameter itself otherwise."""
         loss = self.local.step(closure, grad_scale=grad_scale) if grad_scale is not None else self.local.step(closure)
-        groups: dict[tuple[int, torch.dtype], list[torch.Tensor]] = {}
-        for p in self.all_params:
-            groups.setdefault((self.owner[id(p)], p.dtype), []).append(p)
-        for (src, dtype), params in groups.items():
-            if src == self.rank:
-                dist.broadcast(_flatten_dense_tensors([p.data for p in params]), src=src)
-            else:
-                flat = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=params[0].device)
-                dist.broadcast(flat, src=src)
-                for p, t in zip(params, _unflatten_dense_tensors(flat, [p.data for p in params])):
-                    p.data.copy_(t)
-                del flat
-        refresh_low_precision_weights({p: c for p, c in self.low_precision.items() if self.owner[id(p)] != self.rank})
+        self._broadcast([(p, self.low_precision[p] if id(p) in self.copy_only else p.data) for p in self.all_params])
+        refresh_low_precision_weights({p: c for p, c in self.low_precision.items()
+                                       if self.owner[id(p)] != self.rank and id(p) not in self.copy_only})
+        self.stale = self.stale or bool(self.copy_only)
         return loss
+
+    @torch.no_grad()
+    def sync_parameters(self) -> None:
+        """Bring every rank's fp32 copy-only parameters up to their owners' values (their bf16 copies already are);
+        a no-op when nothing lags. Collective: every rank must call it."""
+        if self.stale:
+            self._broadcast([(p, p.data) for p in self.all_params if id(p) in self.copy_only])
+            self.stale = False
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.all_params:

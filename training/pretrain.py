@@ -30,7 +30,7 @@ import torch
 
 from model.config import LEGACY_DEFAULTS, ModelConfig, forward_flops_per_token, parameter_count, preset
 from model.layers import TransformerLM
-from model.precision import attach_low_precision_weights
+from model.precision import attach_low_precision_weights, copy_only_weights
 from pipelines.config import parse_set, resolve, config_parser
 from training.configs import TrainConfig  # noqa: F401 - re-exported (`from training.pretrain import TrainConfig`)
 from training.checkpoint import load_checkpoint, load_payload, save_checkpoint
@@ -141,7 +141,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # with torch.compile, the optimizer step is compiled too (on CUDA): one fused update instead of ~10 foreach kernels
     opt_kw = dict(lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay, compiled="auto" if cfg.compile else False,
                   low_precision=copies)
-    opt = ShardedOptimizer(model.parameters(), AdamW, **opt_kw) if distributed and cfg.zero1 else AdamW(model.parameters(), **opt_kw)
+    if distributed and cfg.zero1:
+        # the forward pass (bf16 autocast on CUDA) reads these weights only through their copies: their owners
+        # broadcast the copies, half the bytes; the fp32 values are synchronised before each checkpoint
+        opt = ShardedOptimizer(model.parameters(), AdamW, copy_only=copy_only_weights(model) if copies else (), **opt_kw)
+    else:
+        opt = AdamW(model.parameters(), **opt_kw)
     sampler = BatchSampler(train_ds, cfg.batch_size, cfg.context_length, cfg.seed + rank, device)
     shard_file = out / f"optimizer-rank{rank}.pt"
     start = 0
@@ -180,6 +185,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             samplers = [sampler.state_dict()]
         if distributed and cfg.zero1:
+            opt.sync_parameters()  # fp32 weights received as bf16 copies since the last checkpoint
             torch.save(opt.state_dict(), shard_file)
         if rank == 0:
             save_checkpoint(model, None if (distributed and cfg.zero1) else opt,
