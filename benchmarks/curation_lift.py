@@ -98,7 +98,6 @@ def wikitext_loss(model, tokens: np.ndarray, context: int, device, batch: int = 
 
 
 def train_both(out: Path, results: Path, steps: int, eval_every: int, device: str, held_tokens: int = 0) -> dict:
-
     from model.config import ModelConfig
     from model.layers import TransformerLM
     from training.pretrain import TrainConfig, resolve_device, train
