@@ -1261,13 +1261,12 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     shards = [name[: -len(".parquet")] for name in src.list(DOCS_DIR, suffix=".parquet")]
     out = OutputDir(cfg.output)
     out.check_writable()
-    if out.exists("run.json") and out.read_json("run.json").get("output_hash") != cfg.output_hash():
-        raise ValueError(f"{cfg.output} holds a dedup run made with different settings; choose a new --output")
+    out.check_same_run(cfg.output_hash(), src, "dedup")
     for d in (DOCS_DIR, STATS_DIR, REMOVED_DIR):
         out.makedirs(d)
     index_info = load_index(cfg) if cfg.index else None  # a bad index is an error before any work
     meta = run_metadata(asdict(cfg), cfg.output_hash())
-    meta["input_run"] = src.uri
+    meta["input_run"], meta["input_location"] = src.uri, src.location
     out.write_json({**meta, "status": "running"}, "run.json")
     pending = [s for s in shards if not out.exists(STATS_DIR, f"{s}.json")]
 

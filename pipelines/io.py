@@ -124,6 +124,23 @@ class OutputDir:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    @property
+    def location(self) -> str:
+        """Where this folder is, independent of the working directory (an absolute path, or the URI)."""
+        return os.path.realpath(self.root) if isinstance(self.fs, pafs.LocalFileSystem) else self.uri
+
+    def check_same_run(self, output_hash: str, src: "OutputDir", stage: str) -> None:
+        """Before resuming into this folder: it must hold (if anything) a `stage` run with the same settings
+        (`output_hash`) of the same input folder `src`, else a ValueError (never two runs mixed in one folder)."""
+        if not self.exists("run.json"):
+            return
+        previous = self.read_json("run.json")
+        if previous.get("output_hash") != output_hash:
+            raise ValueError(f"{self.uri} holds a {stage} run made with different settings; choose a new --output")
+        had = previous.get("input_location")
+        if had is not None and had != src.location:
+            raise ValueError(f"{self.uri} holds a {stage} run of {had}, not of {src.location}; choose a new --output")
+
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 

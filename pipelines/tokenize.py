@@ -329,13 +329,12 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     shards = [n[: -len(".parquet")] for n in src.list(DOCS_DIR, suffix=".parquet")]
     out = OutputDir(cfg.output)
     out.check_writable()
-    if out.exists("run.json") and out.read_json("run.json").get("output_hash") != cfg.output_hash():
-        raise ValueError(f"{cfg.output} holds a tokenize run made with different settings; choose a new --output")
+    out.check_same_run(cfg.output_hash(), src, "tokenize")
     if out.exists(TOKENS_DIR, "_SUCCESS"):
         manifest = out.read_json(TOKENS_DIR, "manifest.json")
         return {**manifest["summary"], "already_complete": True, "wall_seconds": round(time.perf_counter() - t0, 3)}
     meta = run_metadata(asdict(cfg), cfg.output_hash())
-    meta["input_run"] = src.uri
+    meta["input_run"], meta["input_location"] = src.uri, src.location
     out.write_json({**meta, "status": "running"}, "run.json")
     for d in (PARTS_DIR, PART_STATS_DIR, TOKENS_DIR, f"{TOKENS_DIR}/train", f"{TOKENS_DIR}/validation"):
         out.makedirs(*d.split("/"))

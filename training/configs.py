@@ -49,6 +49,9 @@ class TrainConfig:
     1.6x the tokens/s of gpt2-small at micro-batch 8 on one GPU, 1.8x with DDP on two; no gain once the GPU is the
     bottleneck (micro-batch 16 and up)."""
     resume: bool = False
+    overwrite: bool = False
+    """Train again from scratch into an output that already holds a run (its checkpoint and metrics are replaced);
+    without it (or --resume) such an output is refused."""
     zero1: bool = False
     """With several workers: shard the optimizer state across them (ZeRO-1). Each weight's owner updates it and
     broadcasts it (with bf16_weights on CUDA: its bf16 copy, half the bytes; the fp32 weights are synchronised before

@@ -45,7 +45,13 @@ def resolve_device(name: str) -> torch.device:
     """auto: cuda when available, else cpu; anything else as torch names it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch sees no CUDA GPU (use device=auto or cpu)")
+    return device
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -77,6 +83,25 @@ def load_data(cfg: TrainConfig) -> tuple[TokenDataset, TokenDataset | None, int 
     raise ValueError(f"--shards {cfg.shards!r}: neither a `sift tokenize` output folder nor a token file")
 
 
+def check_splits(train: TokenDataset, val: TokenDataset | None, cfg: TrainConfig, warn: bool = True) -> TokenDataset | None:
+    """A training split must hold one window of context_length + 1 tokens (else: ValueError); a validation split
+    too short for one window is dropped with a warning, as is a missing one (no validation loss either way)."""
+    if not train.windows(cfg.context_length).any():
+        raise ValueError(f"--shards {cfg.shards!r}: no training shard holds context_length + 1 = "
+                         f"{cfg.context_length + 1} tokens (largest: {int(train.sizes.max(initial=0))}); lower context_length")
+    if val is None:
+        if warn:
+            print(f"warning: {cfg.shards} has no validation split, so no validation loss (tokenize with --set "
+              "validation_fraction=0.05)", file=sys.stderr)
+        return None
+    if not any(len(a) > cfg.context_length for a in val.arrays):
+        if warn:
+            print(f"warning: the validation split of {cfg.shards} ({val.num_tokens:,} tokens) has no shard longer than "
+              f"context_length {cfg.context_length}: no validation loss", file=sys.stderr)
+        return None
+    return val
+
+
 @torch.no_grad()
 def evaluate(model, val: TokenDataset, cfg: TrainConfig, device, autocast) -> float:
     model.eval()
@@ -86,6 +111,21 @@ def evaluate(model, val: TokenDataset, cfg: TrainConfig, device, autocast) -> fl
             losses.append(float(model(x, targets=y)))
     model.train()
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _check_fits(ckpt: Path, out: Path, mcfg: ModelConfig) -> None:
+    """--resume into a run made with another model shape: a ValueError naming the differing settings (before
+    loading, instead of a state-dict size mismatch)."""
+    try:
+        saved = json.loads((out / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return
+    shape = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "num_kv_heads", "tie_embeddings")
+    now = asdict(mcfg)
+    diff = [f"{k} {saved[k]} (checkpoint) vs {now[k]} (now)" for k in shape if k in saved and k in now and saved[k] != now[k]]
+    if diff:
+        raise ValueError(f"--resume: {ckpt} was trained with another model: {'; '.join(diff)}. Use the run's own "
+                         "--preset and settings (its config.json), or choose another --output")
 
 
 def _as_started(mcfg: ModelConfig, out: Path, overrides: dict[str, Any]) -> ModelConfig:
@@ -119,6 +159,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     train_ds, val_ds, vocab = load_data(cfg)
+    val_ds = check_splits(train_ds, val_ds, cfg, warn=rank == 0)
     mcfg: ModelConfig = preset(cfg.preset, **{"context_length": cfg.context_length, **cfg.model,
                                               **({"vocab_size": vocab} if vocab else {})})
     if cfg.context_length > mcfg.context_length:
@@ -126,8 +167,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
+    if not cfg.resume and not cfg.overwrite and (ckpt.exists() or (out / "metrics.jsonl").exists()):
+        raise ValueError(f"{out} already holds a pretraining run: pass --resume to continue it, --set overwrite=true "
+                         "to train it again from scratch, or choose another --output")
     if cfg.resume and ckpt.exists():
         mcfg = _as_started(mcfg, out, cfg.model)
+        _check_fits(ckpt, out, mcfg)
     torch.manual_seed(cfg.seed)
     model = TransformerLM.from_config(mcfg, device=device)
     ddp = None
@@ -151,12 +196,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     shard_file = out / f"optimizer-rank{rank}.pt"
     start = 0
     if cfg.resume and ckpt.exists():
-        start, extra = load_checkpoint(ckpt, model, None if (distributed and cfg.zero1) else opt, return_extra=True)
+        try:
+            start, extra = load_checkpoint(ckpt, model, None if (distributed and cfg.zero1) else opt, return_extra=True)
+        except RuntimeError as exc:  # a state dict of another shape (a run without config.json to compare)
+            raise ValueError(f"--resume: {ckpt} does not fit this model: {str(exc).splitlines()[0]} ...") from None
+        if start >= cfg.steps and rank == 0:
+            print(f"{out}: already trained {start} steps (steps={cfg.steps}): nothing to do", file=sys.stderr)
         sampler.load_state_dict(extra["samplers"][rank] if "samplers" in extra else extra["sampler"])
         if distributed and cfg.zero1:
             opt.load_state_dict(load_payload(shard_file))
-    elif rank == 0 and (out / "metrics.jsonl").exists() and not cfg.resume:
-        (out / "metrics.jsonl").unlink()
+    elif rank == 0 and not cfg.resume:  # a fresh run (or overwrite=true): nothing of an earlier one stays behind
+        for old in [out / "metrics.jsonl", ckpt, out / "loss.png", *out.glob("optimizer-rank*.pt")]:
+            old.unlink(missing_ok=True)
     if distributed:
         dist.barrier()
     step_model = ddp or model
@@ -198,7 +249,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         from tqdm import tqdm
 
         bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", disable=None)
-        t_last = time.perf_counter()
+        t_last = t_begin = t_logged = time.perf_counter()
         for step in bar:
             if cfg.stop_after and step - start >= cfg.stop_after:
                 checkpoint(step)
@@ -241,6 +292,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             metrics.flush()
             history.append(row)
             bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
+            if bar.disable and rank == 0:  # no terminal (a log file, a Ray job): a line every 5 % of the run or 30 s
+                log_every = max(1, (cfg.steps - start) // 20)
+                if (step + 1 - start) % log_every == 0 or step + 1 == cfg.steps or now - t_logged >= 30:
+                    t_logged = now
+                    eta = (cfg.steps - step - 1) * (now - t_begin) / (step + 1 - start)
+                    val = f" val {row['val_loss']:.3f}" if "val_loss" in row else ""
+                    print(f"pretrain step {step + 1}/{cfg.steps} loss {total:.3f}{val} {row['tokens_per_s']:,.0f} tok/s "
+                          f"eta {eta:.0f}s", file=sys.stderr, flush=True)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 checkpoint(step + 1)
     finally:

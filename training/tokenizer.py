@@ -72,6 +72,15 @@ def train_tokenizer(
     if not special_tokens:
         raise ValueError("at least one special token (the end-of-text separator) is needed")
     out = Path(output)
+    if (out / "tokenizer.json").exists():  # a tokenizer is there: the same one is kept, another is refused
+        card = json.loads((out / "tokenizer.json").read_text())
+        asked = {"inputs": inputs, "requested_vocab_size": vocab_size, "special_tokens": special_tokens,
+                 "max_bytes": max_bytes}
+        had = {k: card.get(k, v if k == "max_bytes" else None) for k, v in asked.items()}
+        if had != asked:
+            diff = ", ".join(f"{k} {had[k]!r} there vs {asked[k]!r} now" for k in asked if had[k] != asked[k])
+            raise ValueError(f"{out} holds a tokenizer trained with other settings ({diff}); choose another --output")
+        return {**card, "skipped": True}
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", dir=out, delete=False) as tmp:
@@ -89,7 +98,7 @@ def train_tokenizer(
     (staging / "special_tokens.txt").write_text("".join(s + "\n" for s in special_tokens), encoding="utf-8")
     card = {
         "inputs": inputs, "documents": n_docs, "corpus_bytes": n_bytes, "vocab_size": len(vocab),
-        "requested_vocab_size": vocab_size, "merges": len(merges), "special_tokens": special_tokens,
+        "requested_vocab_size": vocab_size, "max_bytes": max_bytes, "merges": len(merges), "special_tokens": special_tokens,
         "seconds_corpus": round(t1 - t0, 3), "seconds_train": round(t2 - t1, 3),
         "format": "GPT-2 vocab.json/merges.txt (bytes rendered with bytes_to_unicode); ids: specials, 256 bytes, merges",
     }
@@ -116,6 +125,10 @@ def main(argv: list[str] | None = None, prog: str = "sift train-tokenizer") -> i
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if card.get("skipped"):
+        print(f"sift train-tokenizer: {args.output} already holds this tokenizer ({card['merges']:,} merges, vocab "
+              f"{card['vocab_size']:,}); nothing to do")
+        return 0
     print(f"sift train-tokenizer: {card['merges']:,} merges, vocab {card['vocab_size']:,}, from "
           f"{card['documents']:,} documents / {card['corpus_bytes'] / 1e6:.1f} MB in {card['seconds_train']:.1f}s -> {args.output}")
     return 0

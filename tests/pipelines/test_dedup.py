@@ -171,6 +171,9 @@ def test_a_rerun_after_a_failed_rewrite_reuses_the_plan(curated, tmp_path, monke
         for p in sorted((tmp_path / "ref" / sub).glob("*.parquet")):
             assert pads.dataset(p).to_table().equals(pads.dataset(tmp_path / "d" / sub / p.name).to_table()), (sub, p.name)
     assert not (tmp_path / "d" / "plan").exists()
+    # the same settings on another input folder are refused, not mixed into this run's shards
+    with pytest.raises(ValueError, match=f"holds a dedup run of {curated.resolve()}, not of {(tmp_path / 'ref').resolve()}"):
+        dedup.run(DedupConfig(input=str(tmp_path / "ref"), output=str(tmp_path / "d")))
 
 
 def test_place_keys_are_exact_and_agree_between_columns_and_strings(curated):

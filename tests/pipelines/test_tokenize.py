@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 import hashlib
 import json
 import shutil
@@ -143,11 +144,20 @@ def test_rerun_skips_and_interrupted_run_redoes_only_missing(runs, tmp_path):
     assert after == before
     with pytest.raises(ValueError, match="different settings"):
         tokenize.run(_cfg(runs, tmp_path / "t", shard_tokens=999))
+    # the same settings on another input: refused, not added to this run's shards
+    with pytest.raises(ValueError, match=f"holds a tokenize run of {runs / 'dedup'}, not of {runs / 'curate'}"):
+        tokenize.run(replace(cfg, input=str(runs / "curate")))
 
 
 def test_trained_tokenizer_end_to_end(runs, tmp_path):
     card = train_tokenizer([str(runs / "dedup")], str(tmp_path / "tk"), 1000, [EOT])
     assert card["vocab_size"] == 1000 and card["documents"] > 5
+    merges = (tmp_path / "tk" / "merges.txt").stat().st_mtime_ns
+    # the same command again keeps the tokenizer; other settings into the same folder are refused
+    assert train_tokenizer([str(runs / "dedup")], str(tmp_path / "tk"), 1000, [EOT])["skipped"] is True
+    assert (tmp_path / "tk" / "merges.txt").stat().st_mtime_ns == merges
+    with pytest.raises(ValueError, match="trained with other settings \\(requested_vocab_size 1000 there vs 1200 now\\)"):
+        train_tokenizer([str(runs / "dedup")], str(tmp_path / "tk"), 1200, [EOT])
     tok = Tokenizer.from_dir(tmp_path / "tk")
     assert tok.backend == "tiktoken" and tok.special_ids[EOT] == 0
     tokenize.run(_cfg(runs, tmp_path / "t", tokenizer=str(tmp_path / "tk")))

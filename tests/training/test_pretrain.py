@@ -196,3 +196,50 @@ def test_cuda_graphs_need_the_whole_model_compiled(shards, tmp_path):
         train(_cfg(shards, tmp_path / "g", cuda_graphs=True))
     with pytest.raises(ValueError, match="cuda_graphs needs compile=true"):
         train(_cfg(shards, tmp_path / "g", cuda_graphs=True, compile=True, compile_mode="blocks"))
+
+
+def test_an_output_holding_a_run_is_refused_unless_resumed_or_overwritten(shards, tmp_path, capsys):
+    """Training into a folder that holds a run must not replace its model silently."""
+    out = tmp_path / "r"
+    train(_cfg(shards, out, steps=4))
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="already holds a pretraining run: pass --resume"):
+        train(_cfg(shards, out, steps=2))
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # resuming a run that is already past `steps` trains nothing and says so
+    assert train(_cfg(shards, out, steps=3, resume=True))["steps"] == 4
+    assert "already trained 4 steps (steps=3): nothing to do" in capsys.readouterr().err
+    # overwrite=true starts again from scratch: the old metrics go
+    again = train(_cfg(shards, out, steps=2, overwrite=True))
+    assert again["steps"] == 2 and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # --resume with another model shape: the differing settings, not a state-dict size mismatch
+    with pytest.raises(ValueError, match=r"trained with another model: d_model 64 \(checkpoint\) vs 128"):
+        train(_cfg(shards, out, steps=4, resume=True, model={"d_model": 128}))
+
+
+def test_splits_too_short_for_the_context(shards, tmp_path, capsys):
+    """A validation split shorter than one window gives a warning and no validation loss (never NaN); a training
+    split shorter than one window is an error, as is a device this torch cannot use."""
+    from training.pretrain import check_splits
+
+    train_ds, val_ds = TokenDataset.from_run(shards, "train"), TokenDataset.from_run(shards, "validation")
+    longest_val = max(len(a) for a in val_ds.arrays)
+    assert check_splits(train_ds, val_ds, _cfg(shards, tmp_path, context_length=longest_val - 1)) is val_ds
+    assert check_splits(train_ds, val_ds, _cfg(shards, tmp_path, context_length=longest_val)) is None
+    assert "has no shard longer than context_length" in capsys.readouterr().err
+    assert check_splits(train_ds, None, _cfg(shards, tmp_path)) is None
+    assert "no validation split" in capsys.readouterr().err
+    longest_train = max(len(a) for a in train_ds.arrays)
+    with pytest.raises(ValueError, match=f"no training shard holds context_length \\+ 1 = {longest_train + 1}"):
+        check_splits(train_ds, val_ds, _cfg(shards, tmp_path, context_length=longest_train))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            train(_cfg(shards, tmp_path / "d", steps=2, device="cuda"))
+
+
+def test_progress_lines_without_a_terminal(shards, tmp_path, capsys):
+    """Under a log file or a Ray job (no TTY, so no tqdm bar) the loop still reports its progress."""
+    train(_cfg(shards, tmp_path / "p", steps=40))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("pretrain step ")]
+    assert len(lines) == 20 and lines[-1].startswith("pretrain step 40/40 loss ")
+    assert "tok/s" in lines[0] and "eta" in lines[0]
