@@ -31,11 +31,15 @@ class LangIDConfig:
     """A prefix scoring at least this settles the document (its score is the one recorded)."""
 
     def __post_init__(self) -> None:
-        if self.max_chars <= 0 or self.prefix_chars < 0:
-            raise ValueError(f"langid: max_chars must be > 0 and prefix_chars >= 0, got {self.max_chars}, {self.prefix_chars}")
-        if not 0.0 <= self.prefix_confidence <= 1.0 or not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"langid: prefix_confidence and min_score are probabilities in [0, 1], got "
-                             f"{self.prefix_confidence}, {self.min_score}")
+        # one message per field, named `langid.<field>` (the config loader turns that into the full dotted path)
+        if self.max_chars <= 0:
+            raise ValueError(f"langid.max_chars must be > 0, got {self.max_chars}")
+        if self.prefix_chars < 0:
+            raise ValueError(f"langid.prefix_chars must be >= 0, got {self.prefix_chars}")
+        for name in ("min_score", "prefix_confidence"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"langid.{name} must be in [0, 1] (a probability), got {value}")
 
 
 class LanguageIdentifier:

@@ -102,7 +102,25 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a config's own __post_init__ checks
-        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
+        raise ValueError(_post_init_message(str(exc), cls, prefix)) from exc
+
+
+def _post_init_message(msg: str, cls: type, prefix: str) -> str:
+    """A config's own check, named by where it sits: a nested config whose message already names itself
+    ("langid.min_score must be ...") or one of its fields ("min_score must be ...") gets the full dotted path
+    (`curate.langid.min_score ...`) instead of a second prefix; anything else gets `<path>: `."""
+    name = prefix.rstrip(".")
+    if not name:
+        return f"{cls.__name__}: {msg}"
+    own = name.rsplit(".", 1)[-1]
+    if msg.startswith(own + "."):
+        return prefix + msg[len(own) + 1:]
+    if msg.startswith(own + ": "):
+        msg = msg[len(own) + 2:]
+    first = re.split(r"[\s:]", msg, maxsplit=1)[0]
+    if first in {f.name for f in dataclasses.fields(cls)}:
+        return prefix + msg
+    return f"{name}: {msg}"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -129,19 +147,51 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {key.strip()}: bad value {raw!r} ({yaml_problem(exc)})") from None
     return out
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML parser's complaint on one line, with the line and column where it noticed it."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        what = ", ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return " ".join(f"{what}{where}".split())
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) config file as a mapping ({} when empty); ValueError with a one-line reason when it is
+    missing, unreadable, not YAML or not a mapping at the top."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"config file {path}: {exc.strerror or exc}") from None
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path}: {yaml_problem(exc)}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {path}: top level must be a mapping of config keys, got {type(loaded).__name__}")
+    return loaded
 
 
 def resolve(cls: type[T], yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Defaults <- YAML file <- dotted overrides, validated into a frozen `cls`."""
     values: dict[str, Any] = {}
     if yaml_path:
-        with open(yaml_path) as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{yaml_path}: top level must be a mapping")
-        values = loaded
+        values = load_config_file(yaml_path)
     values = merge_overrides(values, overrides or {})
     return build(cls, values)
 

@@ -47,6 +47,9 @@ def load_payload(src: str | os.PathLike | IO[bytes], map_location: str | torch.d
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL " not in str(exc):  # refused before naming any class: not a pickle that torch.save wrote (e.g. JSON)
+            raise ValueError(f"{src} is not a sift checkpoint (not a file written by torch.save); "
+                             f"refusing to load it") from exc
         raise ValueError(f"{src}: not a plain sift checkpoint (it asks to unpickle "
                          f"{str(exc).split('GLOBAL ')[-1].split(' ')[0]}); refusing to load it") from exc
 

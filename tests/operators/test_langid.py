@@ -119,3 +119,13 @@ def test_missing_or_wrong_model_is_a_clear_error(tmp_path):
     bogus.write_bytes(b"definitely not a fasttext model" * 10)
     with pytest.raises(ValueError, match="not a fastText"):
         LanguageIdentifier(str(bogus))
+
+
+@pytest.mark.parametrize("kw, message", [({"min_score": 2.0}, "langid.min_score must be in [0, 1] (a probability), got 2.0"),
+                                         ({"prefix_confidence": 1.5}, "langid.prefix_confidence must be in [0, 1]"),
+                                         ({"max_chars": 0}, "langid.max_chars must be > 0, got 0"),
+                                         ({"prefix_chars": -1}, "langid.prefix_chars must be >= 0, got -1")])
+def test_bad_langid_config_names_only_the_field_at_fault(kw, message):
+    with pytest.raises(ValueError) as exc:
+        LangIDConfig(**kw)
+    assert str(exc.value).startswith(message) and "langid: " not in str(exc.value)

@@ -215,3 +215,58 @@ def test_help_lists_every_set_key_with_its_default_and_docstring():
         key, shown = line.split()[0].split("=", 1)
         if shown not in ("", '""', "null") and not shown.startswith(("[", "{")):
             assert resolve(CurateConfig, None, parse_set([f"{key}={shown}"])) == CurateConfig(), key
+
+
+def test_config_file_errors_are_one_line(tmp_path):
+    """A missing, unreadable or malformed --config file is a ValueError naming the file (and for YAML, the parser's
+    problem and line), which the stage CLIs print as `error: ...` with exit code 2."""
+    with pytest.raises(ValueError, match=f"^config file {tmp_path / 'nope.yaml'} not found$"):
+        resolve(CurateConfig, str(tmp_path / "nope.yaml"))
+    with pytest.raises(ValueError, match="is a directory"):
+        resolve(CurateConfig, str(tmp_path))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output: x\nbatch_size: 3\n  extract: [\n")
+    with pytest.raises(ValueError, match=r"^config file .*bad.yaml: mapping values are not allowed here at line 3, col"):
+        resolve(CurateConfig, str(bad))
+    bad.write_text('{"output": "x",\n "batch_size": 3\n')  # JSON is YAML: the same parser, the same kind of message
+    with pytest.raises(ValueError, match=r"^config file .*bad.yaml: while parsing a flow mapping, expected .* at line 3, column 1$"):
+        resolve(CurateConfig, str(bad))
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="top level must be a mapping"):
+        resolve(CurateConfig, str(bad))
+    with pytest.raises(ValueError, match=r"^--set batch_size: bad value '\[1,'"):
+        parse_set(["batch_size=[1,"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("langid.min_score=2", "error: langid.min_score must be in [0, 1] (a probability), got 2.0"),
+    ("langid.prefix_confidence=-1", "error: langid.prefix_confidence must be in [0, 1] (a probability), got -1.0"),
+    ("langid.max_chars=0", "error: langid.max_chars must be > 0, got 0"),
+])
+def test_a_nested_config_check_names_the_key_once(setting, message, tmp_path, capsys):
+    from pipelines.curate import main as curate_main
+
+    assert curate_main(["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == message
+    with pytest.raises(ValueError, match=r"^curate\.langid\.min_score must be in \[0, 1\]"):
+        from pipelines.run import RunConfig
+
+        resolve(RunConfig, None, parse_set(["curate.langid.min_score=2"]))
+
+
+def test_stage_clis_report_config_file_errors(tmp_path):
+    """End to end in a real process: `error: ...` on stderr, exit code 2, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output: x\n  batch_size: 3\n")
+    for command, config, expected in (("curate", tmp_path / "nope.yaml", f"error: config file {tmp_path / 'nope.yaml'} not found"),
+                                      ("tokenize", bad, f"error: config file {bad}: mapping values are not allowed here at line 2")):
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--config", str(config), "--input", "x",
+                               "--output", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(expected) and "Traceback" not in done.stderr
