@@ -1343,15 +1343,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.dedup")
                       format_summary, "a finished sift curate output folder")
 
 
-def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160) -> str:
+def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160, per_cluster: int = 5) -> str:
     """Text report of a finished dedup run: removals by stage and reason, the cluster-size
-    histogram, and the largest clusters with the start of the kept and a removed text."""
+    histogram, and the largest clusters with the start of the kept text and of up to `per_cluster` removed ones."""
     import pyarrow.dataset as pads
 
     out = OutputDir(dedup_output)
     if not out.exists("run.json"):
         raise ValueError(f"{dedup_output!r} is not a sift dedup output (no run.json)")
-    source = out.read_json("run.json")["config"]["input"]
+    meta = out.read_json("run.json")
+    # where the input was (absolute since input_location was recorded; older runs: as given, from their cwd)
+    source = meta.get("input_location") or meta["config"]["input"]
     removed = pads.dataset(out.path(REMOVED_DIR), format="parquet").to_table().to_pylist() if out.list(REMOVED_DIR, suffix=".parquet") else []
     lines = [f"sift dedup report: {dedup_output} (from {source}); {len(removed)} documents removed"]
     by_reason = Counter(f"{r['stage']}/{r['reason']}" for r in removed)
@@ -1369,20 +1371,30 @@ def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160) -> st
     if clusters:
         texts = {}
         wanted = set(clusters) | {m["doc_id"] for members in clusters.values() for m in members}
-        docs = pads.dataset(OutputDir(source).path(DOCS_DIR), format="parquet").to_table(columns=["doc_id", "url", "text"])
-        for doc_id, url, text in zip(*(docs.column(c).to_pylist() for c in ("doc_id", "url", "text"))):
-            if doc_id in wanted:
-                texts[doc_id] = (url, " ".join(text.split())[:sample_chars])
+        src = OutputDir(source)
+        if src.exists(DOCS_DIR):
+            docs = pads.dataset(src.path(DOCS_DIR), format="parquet").to_table(columns=["doc_id", "url", "text"])
+            for doc_id, url, text in zip(*(docs.column(c).to_pylist() for c in ("doc_id", "url", "text"))):
+                if doc_id in wanted:
+                    texts[doc_id] = (url, " ".join(text.split())[:sample_chars])
+        else:
+            lines.append(f"  (the input run {source} is not there any more: no texts)")
         lines.append(f"  largest clusters (top {top}):")
         for kept, members in sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]:
             url, text = texts.get(kept, ("?", ""))
             lines.append(f"    kept {url}  ({len(members) + 1} documents)")
             lines.append(f"      kept:    {text}")
-            m = members[0]
-            m_url, m_text = texts.get(m["doc_id"], ("?", ""))
-            sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
-            lines.append(f"      removed: {m_url} ({m['stage']}/{m['reason']}{sim})")
-            lines.append(f"               {m_text}")
+            shown = sorted(members, key=lambda m: (m["doc_id"] == kept, m["url"] or "", m["doc_id"]))[:per_cluster]
+            for m in shown:
+                m_url, m_text = texts.get(m["doc_id"], (m["url"] or "?", ""))
+                sim = "" if m["similarity"] is None else f", similarity {m['similarity']:.3f}"
+                lines.append(f"      removed: {m_url} ({m['stage']}/{m['reason']}{sim})")
+                if m["doc_id"] == kept:  # the input holds the kept record twice (same WARC-Record-ID, same text)
+                    lines.append("               another copy of the kept record itself (same record id)")
+                else:
+                    lines.append(f"               {m_text}")
+            if len(members) > len(shown):
+                lines.append(f"      ... and {len(members) - len(shown)} more removed (dedup_removed/)")
     return "\n".join(lines)
 
 

@@ -24,6 +24,9 @@ def init_ray(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
+        # token authentication, as Ray's default for a new local cluster, but chosen explicitly: Ray then does not
+        # print its "Token authentication is enabled ... to opt out" warning on every run
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
 
 

@@ -292,8 +292,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             metrics.flush()
             history.append(row)
             bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
-            if bar.disable and rank == 0:  # no terminal (a log file, a Ray job): a line every 5 % of the run or 30 s
-                log_every = max(1, (cfg.steps - start) // 20)
+            if bar.disable and rank == 0:  # no terminal (a log file, a Ray job): a line every 10 % of the run or 30 s
+                log_every = max(1, (cfg.steps - start) // 10)
                 if (step + 1 - start) % log_every == 0 or step + 1 == cfg.steps or now - t_logged >= 30:
                     t_logged = now
                     eta = (cfg.steps - step - 1) * (now - t_begin) / (step + 1 - start)

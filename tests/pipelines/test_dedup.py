@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -114,15 +115,20 @@ def test_labelled_duplicate_groups_are_all_found_and_nothing_else_merged(ray_loc
     assert not (tmp_path / "guarded" / "documents" / "_SUCCESS").exists()
 
 
-def test_dedup_report_shows_clusters_with_texts(curated, tmp_path, capsys):
+def test_dedup_report_shows_clusters_with_texts(curated, tmp_path, capsys, monkeypatch):
     from pipelines.cli import main as sift
 
-    dedup.run(DedupConfig(input=str(curated), output=str(tmp_path / "d"), lines=False))
+    dedup.run(DedupConfig(input=os.path.relpath(curated), output=str(tmp_path / "d"), lines=False))
+    monkeypatch.chdir(tmp_path)  # the input was given relative to another working directory
     assert sift(["dedup-report", str(tmp_path / "d")]) == 0
     report = capsys.readouterr().out
     assert "exact_dedup/duplicate_document" in report
     assert "cluster sizes" in report and "wordsmith.org/words/maudlin.html" in report
-    assert "removed:" in report
+    # every removed document of the (small) clusters is listed, the kept record's own second copy named as such
+    removed = pads.dataset(tmp_path / "d" / "dedup_removed", format="parquet").to_table().to_pylist()
+    assert report.count("removed: ") == len(removed) and "not there any more" not in report
+    twins = [r for r in removed if r["doc_id"] == r["kept_doc_id"]]
+    assert report.count("another copy of the kept record itself") == len(twins)
     assert sift(["dedup-report", str(tmp_path)]) == 2
 
 
