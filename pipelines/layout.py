@@ -24,9 +24,11 @@ def init_ray(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        # token authentication, as Ray's default for a new local cluster, but chosen explicitly: Ray then does not
-        # print its "Token authentication is enabled ... to opt out" warning on every run
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        import logging
+
+        # Ray's own default for a new local cluster (token authentication) stays; only its notice saying so on every
+        # start is kept out of the output (setting RAY_AUTH_MODE here instead breaks the start: Ray has already read it)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
 
 
