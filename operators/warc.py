@@ -349,7 +349,8 @@ def _decompressed_head(raw_head: bytes) -> bytes:
 
 
 def iter_warc(
-    stream: IO[bytes], source_file: str, cfg: ReadConfig, stats: Counter
+    stream: IO[bytes], source_file: str, cfg: ReadConfig, stats: Counter,
+    error_messages: dict[str, str] | None = None,
 ) -> Iterator[WarcRow]:
     """Yield one WarcRow per HTML page of an open, seekable WARC/ARC byte stream.
 
@@ -357,14 +358,18 @@ def iter_warc(
     in == out + drops always holds. A file that ends in the middle of a record, or whose tail is
     corrupt, keeps every complete record before the damage (`read/file_error_*` says so); a per-record-gzip
     file damaged in the middle is read on from the next intact record (`read/resyncs` counts those restarts).
+    `error_messages`, when given, gets the first reader exception of each file-error kind ("ValueError: invalid
+    literal for int() ..."), which says more than the kind alone.
     """
     raw_head = stream.read(4096)
     stream.seek(0)
     fmt = sniff_format(_decompressed_head(raw_head))
     start = 0
     gzipped = raw_head[:2] == b"\x1f\x8b"
-    if fmt == "unknown" and raw_head[:1] not in (b"\x1f", b"\x04", b"\x28"):
-        # not gzip, lz4 (0x04 0x22 ...) or zstd (0x28 0xb5 ...): a WARC only if a damaged start hides one
+    compressed = gzipped or raw_head[:4] in (b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd")  # gzip, lz4, zstd magic
+    if fmt == "unknown" and not compressed:
+        # no WARC/ARC start and no whole compression magic (a flipped bit in the first gzip header counts as
+        # damage): a WARC only if a damaged start hides one
         nxt = _next_warc_member(stream, 1)
         if nxt is None:
             stats[f"{STAGE}/file_error_not_a_warc"] += 1
@@ -412,7 +417,10 @@ def iter_warc(
             continue
         except (OSError, ValueError, EOFError, zlib.error, ArchiveLoadFailed) as exc:
             # a corrupt or cut-off part: FastWARC raises OSError, warcio ArchiveLoadFailed
-            stats[f"{STAGE}/file_error_{_error_kind(exc)}"] += 1
+            kind = _error_kind(exc)
+            stats[f"{STAGE}/file_error_{kind}"] += 1
+            if error_messages is not None:
+                error_messages.setdefault(kind, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             nxt = _next_warc_member(stream, max(last, start) + 1) if resyncable else None
             if nxt is None:
                 break

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from operators.langid import LangIDConfig
 from operators.linefilters import C4Config, FineWebConfig
 from operators.pii import PIIConfig
 from operators.domains import registered_domain
-from operators.warc import ReadConfig, iter_warc
+from operators.warc import ReadConfig, iter_warc, sniff_format
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve, config_parser
 from pipelines.io import OutputDir, list_inputs, open_input
@@ -165,6 +166,92 @@ def _batched(rows, n: int, max_bytes: int):
         yield batch
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+LZ4_MAGIC, ZSTD_MAGIC = b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"
+
+# what a file error kind means, when the reader's exception message does not say it
+_ERROR_NOTES = {"damaged_start": "the start of the file is not WARC; reading began at the first intact record"}
+# record drops that mean the file itself is damaged (a record cut short), not that a page was unwanted
+DAMAGE_DROPS = ("truncated_record", "length_mismatch")
+
+
+def sniff_content(head: bytes) -> tuple[str, str]:
+    """(format, what the bytes are) from a file's first bytes: format 'warc', 'arc' or '' (neither, or unknown
+    because compressed with LZ4/zstd); what, for a file that is neither: 'text', 'binary data', 'gzip data' ..."""
+    if not head:
+        return "", "empty"
+    if head[:2] == b"\x1f\x8b":
+        try:
+            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64)
+        except zlib.error:
+            return "", "corrupt gzip data"
+        fmt = sniff_format(inner)
+        if fmt != "unknown":
+            return fmt, f"gzip-compressed {fmt.upper()}"
+        return "", "gzip data that is not WARC or ARC" if inner else "corrupt gzip data"
+    if head[:4] in (LZ4_MAGIC, ZSTD_MAGIC):
+        return "", "LZ4 data" if head[:4] == LZ4_MAGIC else "zstd data"
+    fmt = sniff_format(head)
+    if fmt != "unknown":
+        return fmt, fmt.upper()
+    text = head[:1024].decode("utf-8", errors="replace")  # (a character cut at 1024 bytes is one replacement)
+    printable = sum(c != "\ufffd" and (c.isprintable() or c in "\r\n\t") for c in text)
+    return "", "text" if printable >= 0.95 * len(text) else "binary data"
+
+
+def damage_record(path: str, stats: dict[str, int], head: bytes, messages: dict[str, str]) -> dict[str, Any] | None:
+    """The record of a damaged input file, for the summary and `sift stats` (None: the file read cleanly).
+
+    `kind`: empty | not_a_warc (nothing in it is WARC/ARC) | unreadable (a WARC/ARC file of which no record could
+    be read) | damaged (a reader error after some records) | truncated (no reader error, but a record ends early).
+    `error` says what went wrong, with the reader's exception message where it had one."""
+    errors = {k[len("read/file_error_"):]: v for k, v in stats.items() if k.startswith("read/file_error_") and v}
+    cut = {r: stats.get(f"read/drop_{r}", 0) for r in DAMAGE_DROPS if stats.get(f"read/drop_{r}", 0)}
+    if not errors and not cut:
+        return None
+    fmt, content = sniff_content(head)
+    records = stats.get("read/in", 0) - sum(cut.values())  # records read whole (a cut-short one is not kept)
+    if not head and not stats.get("read/in", 0):
+        kind = "empty"
+    elif "not_a_warc" in errors or (not records and not fmt and content not in ("LZ4 data", "zstd data")):
+        kind = "not_a_warc"
+    elif not records:
+        kind = "unreadable"
+    else:
+        kind = "damaged" if errors else "truncated"
+    parts = []
+    for err, n in sorted(errors.items()):
+        times = f" x{n}" if n > 1 else ""
+        msg = messages.get(err)
+        if err == "not_a_warc":
+            parts.append(f"not_a_warc ({content})")
+        elif msg and msg.split(":", 1)[0].lower() == err:  # the kind is only the exception's type: show its message
+            parts.append(f"{msg}{times}")
+        elif msg or err in _ERROR_NOTES:
+            parts.append(f"{err}{times} ({msg.split(': ', 1)[-1] if msg else _ERROR_NOTES[err]})")
+        else:
+            parts.append(f"{err}{times}")
+    parts += [f"{r} x{n}" if n > 1 else r for r, n in cut.items()]
+    return {
+        "file": path,
+        "kind": kind,
+        "format": fmt,
+        "content": content,
+        "error": "; ".join(parts),
+        "errors": {**errors, **cut},
+        "messages": dict(sorted(messages.items())),
+        "records_kept": records,
+        "pages_kept": stats.get("read/out", 0),
+        "documents": stats.get("write/docs", 0),
+        "resyncs": stats.get("read/resyncs", 0),
+        "bytes": stats.get("read/input_bytes", 0),
+    }
+
+
 class CurateShard:
     """Ray Data worker: one input file -> one Parquet shard + its stats file, written atomically.
 
@@ -190,6 +277,7 @@ class CurateShard:
     def process(self, path: str, shard: str) -> Counter:
         cfg, out = self.cfg, self.out
         stats: Counter = Counter()
+        messages: dict[str, str] = {}  # the reader's exception message per file-error kind
         stats["read/files"] += 1
         for stage_name in ("read", *(s.name for s in self.stages)):
             touch(stats, stage_name)  # every shard names every stage, even with no documents
@@ -197,7 +285,7 @@ class CurateShard:
         tmp = out.tmp_path(DOCS_DIR, f"{shard}.parquet")
         with out.fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, self.schema, compression="zstd") as writer:
             with open_input(path) as f:
-                for batch in _batched(iter_warc(f, path, cfg.read, stats), cfg.batch_size, cfg.batch_max_bytes):
+                for batch in _batched(iter_warc(f, path, cfg.read, stats, messages), cfg.batch_size, cfg.batch_max_bytes):
                     docs = []
                     for row in batch:
                         doc = row.as_dict()
@@ -211,14 +299,17 @@ class CurateShard:
                     stats["write/docs"] += len(docs)
                 f.seek(0, os.SEEK_END)
                 stats["read/input_bytes"] += f.tell()
+                f.seek(0)
+                head = f.read(4096)
         out.commit(tmp, DOCS_DIR, f"{shard}.parquet")
         if rejected is not None:
             tmp = out.tmp_path(EXCLUSIONS_DIR, f"{shard}.parquet")
             with out.fs.open_output_stream(tmp) as sink:
                 pq.write_table(to_table(rejected, EXCLUSION_SCHEMA), sink, compression="zstd")
             out.commit(tmp, EXCLUSIONS_DIR, f"{shard}.parquet")
+        record = damage_record(path, stats, head, {k: _shorten(v) for k, v in messages.items()})
         # the stats file is written last: its presence marks the unit complete
-        out.write_json(dict(stats), STATS_DIR, f"{shard}.json")
+        out.write_json({**stats, **({statslib.DAMAGED_FILE: record} if record else {})}, STATS_DIR, f"{shard}.json")
         return stats
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +415,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
 
     shard_stats = [out.read_json(STATS_DIR, f"{u['shard']}.json") for u in units]
     total = statslib.merge(shard_stats)
+    damaged = statslib.damaged_files(shard_stats)
     errors = statslib.balance_errors(total)
     if errors:
         raise AssertionError(f"stats do not balance: {errors}")
@@ -339,6 +431,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
         "workers": workers,
         "shards_per_node": nodes,
         "stats": dict(sorted(total.items())),
+        "damaged_files": damaged,
     }
     out.write_json(summary, "stats.json")
     out.write_bytes(b"", DOCS_DIR, "_SUCCESS")
@@ -359,9 +452,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {'':<8}   masked: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(masked.items())))
         for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {'':<8}   - {reason:<28} {n:>8,}")
+    lines += format_damaged(summary.get("damaged_files") or [], summary["files"], summary["output"])
     errors = {k.split("/", 1)[1]: v for k, v in s.items() if "/file_error_" in k}
-    for kind, n in sorted(errors.items()):
-        lines.append(f"  file errors: {kind} x{n} (records before the damage were kept)")
+    if errors and not summary.get("damaged_files"):  # shards written by a sift that did not record the files
+        lines.append("  file errors (files not recorded): " + ", ".join(f"{k} x{n}" for k, n in sorted(errors.items())))
     if summary["files_processed_now"] == summary["files"] and summary["task_seconds"] > 0:
         busy = summary["task_seconds"]
         mb = s.get("read/input_bytes", 0) / 1e6
@@ -376,6 +470,32 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  removed:   {summary['exclusions_dir']}  (doc_id, url, stage, reason and evidence of every removed page)")
     lines.append(f"  stats:     {summary['output']}/stats.json")
     return "\n".join(lines)
+
+
+MAX_LISTED_DAMAGED = 20
+
+
+def format_damaged(damaged: list[dict[str, Any]], n_files: int, output: str, limit: int = MAX_LISTED_DAMAGED
+                   ) -> list[str]:
+    """Summary lines naming each damaged input file (up to `limit`) with what is wrong and what was kept."""
+    if not damaged:
+        return []
+    nothing = sum(d["kind"] in ("empty", "not_a_warc", "unreadable") for d in damaged)
+    kept = sum(d["records_kept"] for d in damaged)
+    parts = [f"{nothing:,} with nothing readable"] if nothing else []
+    if len(damaged) > nothing:
+        parts.append(f"{len(damaged) - nothing:,} damaged, {kept:,} records kept from them")
+    base = statslib.common_dir(d["file"] for d in damaged)
+    where = f", in {base}/" if base else ""
+    lines = [f"  damaged input files: {len(damaged):,} of {n_files:,}{where} ({'; '.join(parts)})"]
+    shown = damaged[:limit]
+    names = [d["file"][len(base) + 1:] if base else d["file"] for d in shown]
+    width = min(max(len(n) for n in names), 40)
+    for name, d in zip(names, shown):
+        lines.append(f"    {name:<{width}}  {statslib.describe_damage(d)}")
+    if len(damaged) > limit:
+        lines.append(f"    ... and {len(damaged) - limit:,} more (see sift stats {output} --json)")
+    return lines
 
 
 def build_parser(prog: str = "sift curate") -> argparse.ArgumentParser:

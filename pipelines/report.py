@@ -2,8 +2,9 @@
 
 RUN_DIR is any sift output folder (curate, dedup or tokenize). Upstream runs are found by following the
 `input` recorded in each run.json (tokenize -> dedup -> curate), so pointing at the last stage shows the whole
-path: the funnel (documents and bytes in, kept and dropped by stage and reason), languages, quality-score and
-length distributions, top domains, dedup cluster sizes and token counts per shard.
+path: the funnel (documents and bytes in, kept and dropped by stage and reason), damaged input files (which file,
+what is wrong, how many records were kept), languages, quality-score and length distributions, top domains, dedup
+cluster sizes and token counts per shard.
 
 Works on a run still in progress: only units whose stats file exists (written last, so complete) are read.
 
@@ -108,6 +109,7 @@ class Report:
     removed_by: Counter = field(default_factory=Counter)
     token_shards: list[dict[str, Any]] = field(default_factory=list)
     tokenizer: dict[str, Any] | None = None
+    damaged_files: list[dict[str, Any]] = field(default_factory=list)  # curate's input files that were not clean
 
     def identified_languages(self) -> Counter:
         """Languages fastText found for every page reaching the language-ID stage (from the `langid/lang_*` counts)."""
@@ -128,6 +130,8 @@ class Report:
             "dedup_cluster_sizes": {str(k): v for k, v in sorted(self.cluster_sizes.items())},
             "dedup_removed": dict(self.removed_by), "token_shards": self.token_shards, "tokenizer": self.tokenizer,
             "tokens": sum(s["tokens"] for s in self.token_shards),
+            "input_files": self.counters.get("read/files", 0), "resyncs": self.counters.get("read/resyncs", 0),
+            "damaged_files": self.damaged_files,
         }
 
 
@@ -153,8 +157,10 @@ def collect(run_dir: str) -> Report:
         stats_dir = PART_STATS_DIR if run.kind == "tokenize" else STATS_DIR
         done = _completed(out, stats_dir)
         rep.units[run.kind] = len(done)
-        for unit in done:
-            rep.counters.update(out.read_json(stats_dir, f"{unit}.json"))
+        unit_stats = [out.read_json(stats_dir, f"{unit}.json") for unit in done]
+        rep.counters.update(statslib.merge(unit_stats))
+        if run.kind == "curate":
+            rep.damaged_files = statslib.damaged_files(unit_stats)
         if run.kind in ("curate", "dedup"):
             last_docs = run
         if run.kind == "dedup":
@@ -213,9 +219,12 @@ def print_report(rep: Report, console=None) -> None:
     for r in rep.runs:
         console.print(f"[bold]{r['kind']}[/bold] {r['path']}  status={r['status']}  units done={rep.units.get(r['kind'], 0)}")
     c = rep.counters
-    if c.get("read/input_bytes"):
-        console.print(f"input: {c.get('read/files', 0):,} files, {c['read/input_bytes'] / 1e6:,.1f} MB, "
-                      f"{c.get('read/in', 0):,} records, {c.get('read/html_bytes', 0) / 1e6:,.1f} MB of HTML")
+    if c.get("read/files"):
+        damaged = f", {len(rep.damaged_files):,} of them damaged (table below)" if rep.damaged_files else ""
+        resyncs = f", {c['read/resyncs']:,} resyncs after damage" if c.get("read/resyncs") else ""
+        mb_in, mb_html = c.get("read/input_bytes", 0) / 1e6, c.get("read/html_bytes", 0) / 1e6
+        console.print(f"input: {c.get('read/files', 0):,} files{damaged}, {mb_in:,.1f} MB, "
+                      f"{c.get('read/in', 0):,} records{resyncs}, {mb_html:,.1f} MB of HTML")
     t = Table(title="Funnel: documents per stage", show_lines=False)
     for col in ("stage", "in", "out", "kept %", "dropped: reason (count)"):
         t.add_column(col, justify="right" if col in ("in", "out", "kept %") else "left")
@@ -223,6 +232,8 @@ def print_report(rep: Report, console=None) -> None:
         reasons = ", ".join(f"{k} ({v:,})" for k, v in sorted(drops.items(), key=lambda kv: -kv[1]) if v)
         t.add_row(stage, f"{n_in:,}", f"{n_out:,}", f"{100 * n_out / n_in:.1f}" if n_in else "-", reasons)
     console.print(t)
+    if rep.damaged_files:
+        print_damaged(rep, console)
     if rep.languages:
         t = Table(title=f"Languages of the {rep.documents:,} kept documents")
         t.add_column("language")
@@ -263,6 +274,39 @@ def print_report(rep: Report, console=None) -> None:
             if ss:
                 t.add_row(f"[bold]{split} total[/bold]", f"{sum(s['documents'] for s in ss):,}", f"{sum(s['tokens'] for s in ss):,}")
         console.print(t)
+
+
+MAX_DAMAGED_ROWS = 50  # in the terminal; --json and the HTML report list them all
+
+
+def print_damaged(rep: Report, console) -> None:
+    from rich.table import Table
+
+    base = statslib.common_dir(d["file"] for d in rep.damaged_files)
+    where = f", in {base}/" if base else ""
+    t = Table(title=f"Damaged input files ({len(rep.damaged_files):,} of {rep.counters.get('read/files', 0):,}{where})")
+    names = [d["file"][len(base) + 1:] if base else d["file"] for d in rep.damaged_files[:MAX_DAMAGED_ROWS]]
+    t.add_column("file", overflow="fold", min_width=min(max(map(len, names)), 40))  # whole names, to copy them
+    t.add_column("error", overflow="fold")
+    for col in ("records\nkept", "HTML\npages", "resyncs"):
+        t.add_column(col, justify="right")
+    for name, d in zip(names, rep.damaged_files):
+        t.add_row(name, _damage_text(d), f"{d.get('records_kept', 0):,}", f"{d.get('pages_kept', 0):,}",
+                  f"{d.get('resyncs', 0):,}")
+    console.print(t)
+    if len(rep.damaged_files) > MAX_DAMAGED_ROWS:
+        more = len(rep.damaged_files) - MAX_DAMAGED_ROWS
+        console.print(f"... and {more:,} more damaged files (--json and the HTML report list them all)")
+
+
+def _damage_text(d: dict[str, Any]) -> str:
+    """What is wrong with a damaged file, for the table's `error` column."""
+    if d.get("kind") == "empty":
+        return "empty file (0 bytes)"
+    if d.get("kind") == "not_a_warc":
+        return f"not a WARC or ARC file ({d.get('content') or 'unknown content'})"
+    what = {"unreadable": "no record readable", "truncated": "cut short"}.get(d.get("kind"), "damaged")
+    return f"{(d.get('format') or 'warc').upper()} {what}: {d.get('error', '')}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,17 +413,35 @@ def write_html(rep: Report, path: str | Path) -> Path:
         for title, png in figures(rep)
     )
     tokens = f"<p>{data['tokens']:,} tokens in {len(data['token_shards'])} shards</p>" if data["token_shards"] else ""
+    damaged = ""
+    if data["damaged_files"]:
+        drows = "".join(
+            f"<tr><td><code>{esc(d['file'])}</code></td><td>{esc(_damage_text(d))}</td>"
+            + "".join(f"<td>{d.get(k, 0):,}</td>" for k in ("records_kept", "pages_kept", "resyncs")) + "</tr>"
+            for d in data["damaged_files"]
+        )
+        damaged = (
+            f'<h2 id="damaged-files">Damaged input files</h2>\n<p>{len(data["damaged_files"]):,} of '
+            f"{data['input_files']:,} input files were not clean WARC/ARC files. <i>records kept</i>: the intact "
+            "records read from the file, those before the damage and those after a resync (reading went on at the "
+            f"next intact record; {data['resyncs']:,} in all). A file that is not WARC or ARC at all has none.</p>\n"
+            '<table class="damaged"><tr><th>file</th><th>error</th><th>records kept</th><th>HTML pages</th>'
+            f"<th>resyncs</th></tr>{drows}</table>"
+        )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sift stats: {esc(rep.runs[-1]['path'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}}
-td:first-child,td:last-child{{text-align:left}}figure{{margin:1.5em 0}}figcaption{{font-weight:600}}img{{max-width:100%}}</style>
+td:first-child,td:last-child{{text-align:left}}
+table.damaged td:nth-child(2){{text-align:left}}table.damaged td:last-child{{text-align:right}}
+figure{{margin:1.5em 0}}figcaption{{font-weight:600}}img{{max-width:100%}}</style>
 </head><body>
 <h1>sift stats</h1>
 <ul>{runs}</ul>
 <h2>Funnel</h2>
 <table><tr><th>stage</th><th>in</th><th>out</th><th>dropped: reason (count)</th></tr>{rows}</table>
 <p>{data['input_bytes'] / 1e6:,.1f} MB of WARC in ({data['html_bytes'] / 1e6:,.1f} MB of HTML); {data['documents']:,} documents kept</p>{tokens}
+{damaged}
 <h2>Plots</h2>
 {plots}
 <h2>Data</h2>

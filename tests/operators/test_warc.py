@@ -448,3 +448,21 @@ def test_a_record_a_little_longer_than_declared_loses_nothing(extra):
     rows, stats = read_bytes_stream(bad + raw)
     assert [(r.doc_id, r.html) for r in rows if "length.example" not in r.url] == [(r.doc_id, r.html) for r in full]
     assert stats["read/resyncs"] <= 1 and balance_errors(stats) == []  # off by one byte: FastWARC steps over it
+
+
+@pytest.mark.parametrize("name", ["edge-cases.warc.gz", "whirlwind.warc.gz", "warcfile.warc.gz"])
+@pytest.mark.parametrize("pos", [0, 1])
+def test_a_damaged_first_gzip_magic_resyncs_at_the_next_member(name, pos):
+    """A flipped byte in the first gzip member's magic (found by the property test above) is a damaged start, not
+    an unknown compression: reading resumes at the next intact member and every later page comes out as from the
+    intact file, the file error counted and explained."""
+    raw = (SAMPLE / name).read_bytes()
+    full = read_bytes_stream(raw)[0]
+    messages: dict[str, str] = {}
+    stats: Counter = Counter()
+    rows = list(iter_warc(io.BytesIO(_mutate(raw, "flip", pos, 1, b"")), "mem", ReadConfig(), stats, messages))
+    got = {(r.doc_id, r.record_offset): r.html for r in rows}
+    later = [p for p in full if p.record_offset > 0]
+    assert later and all(got.get((p.doc_id, p.record_offset)) == p.html for p in later)
+    assert stats["read/file_error_damaged_start"] == 1 and stats["read/resyncs"] >= 1
+    assert balance_errors(stats) == []

@@ -17,7 +17,7 @@ from operators.warc import read_warc_rows
 from pipelines import curate
 from pipelines.curate import CurateConfig, run, shard_name
 from pipelines.stats import balance_errors
-from tests.conftest import SAMPLE
+from tests.conftest import FIXTURES, SAMPLE
 
 pytestmark = pytest.mark.ray
 
@@ -257,3 +257,91 @@ def test_optional_line_filters_run_as_stages(ray_local, tmp_path):
     assert balance_errors(s) == []
     assert s["c4/in"] == s["gopher/out"] and s["fineweb/in"] == s["c4/out"]
     assert s["c4/chars_removed"] > 0
+
+
+BROKEN = FIXTURES / "broken-warc"
+
+
+def _damaged_inputs(folder) -> dict[str, str]:
+    """A folder of real damaged inputs next to a good file; returns {file name: what it is}."""
+    import gzip
+
+    folder.mkdir()
+    shutil.copy(BROKEN / "bad.arc", folder)  # ARC whose 4th record header has length "abc": warcio ValueError
+    shutil.copy(BROKEN / "example-trunc.warc", folder)  # WARC cut in a record: "Invalid WARC header"
+    shutil.copy(SAMPLE / "edge-truncated.warc.gz", folder)  # last gzip member cut in half
+    shutil.copy(SAMPLE / "README.md", folder / "notes.warc.gz")  # a text file with a WARC name
+    (folder / "readme.warc.gz").write_bytes(gzip.compress((SAMPLE / "README.md").read_bytes()))  # gzip, not WARC
+    (folder / "empty.warc.gz").write_bytes(b"")
+    raw = (SAMPLE / "warcfile.warc.gz").read_bytes()  # a real CC WARC with 2,000 bytes flipped in the middle
+    mid = len(raw) // 2
+    flipped = bytes(b ^ 0x5A for b in raw[mid : mid + 2000])
+    (folder / "mid-damage.warc.gz").write_bytes(raw[:mid] + flipped + raw[mid + 2000 :])
+    shutil.copy(SAMPLE / "whirlwind.warc.gz", folder)  # clean
+    return {
+        "bad.arc": "damaged", "example-trunc.warc": "damaged", "edge-truncated.warc.gz": "truncated",
+        "notes.warc.gz": "not_a_warc", "readme.warc.gz": "not_a_warc", "empty.warc.gz": "empty",
+        "mid-damage.warc.gz": "damaged",
+    }
+
+
+def test_damaged_files_are_named_in_the_summary_and_in_sift_stats(ray_local, tmp_path, capsys):
+    """`sift curate` names every damaged input with what is wrong (the reader's own message, not a bare
+    "valueerror") and what was kept from it; `sift stats` lists the same files in its tables, --json and HTML."""
+    from pipelines import report
+
+    expected = _damaged_inputs(tmp_path / "in")
+    out = tmp_path / "o"
+    assert curate.main(["--input", str(tmp_path / "in"), "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = {n: next((ln for ln in text.splitlines() if ln.strip().startswith(n + " ")), None) for n in expected}
+    assert all(lines.values()), text
+    assert f"damaged input files: {len(expected)} of {len(expected) + 1}, in {tmp_path / 'in'}/" in text
+    assert "whirlwind" not in text.split("damaged input files")[1].split("documents:")[0]  # the clean file: not listed
+    assert "ARC damaged after 3 records: ValueError: invalid literal for int() with base 10: 'abc'" in lines["bad.arc"]
+    assert "WARC damaged after 3 records: invalid_header (Invalid WARC header)" in lines["example-trunc.warc"]
+    assert "the records before the damage were kept" in lines["example-trunc.warc"]
+    assert "not a WARC or ARC file (text): nothing read" in lines["notes.warc.gz"]
+    assert "not a WARC or ARC file (gzip data that is not WARC or ARC): nothing read" in lines["readme.warc.gz"]
+    assert "empty file (0 bytes)" in lines["empty.warc.gz"]
+    assert "cut short: truncated_record" in lines["edge-truncated.warc.gz"]
+    assert "reading went on at the next intact record" in lines["mid-damage.warc.gz"]
+    for name in ("notes.warc.gz", "readme.warc.gz", "empty.warc.gz"):  # nothing was read: no "damage" was survived
+        assert "kept" not in lines[name] and "damage" not in lines[name]
+    assert "file_error_" not in text
+
+    assert report.main([str(out), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    damaged = {os.path.basename(d["file"]): d for d in got["damaged_files"]}
+    assert {n: d["kind"] for n, d in damaged.items()} == expected
+    shard_stats = {os.path.basename(d["file"]): d for d in json.load(open(out / "stats.json"))["damaged_files"]}
+    assert shard_stats == damaged  # the run's summary and `sift stats` read the same per-shard records
+    assert damaged["bad.arc"]["error"] == "ValueError: invalid literal for int() with base 10: 'abc'"
+    assert damaged["bad.arc"]["format"] == "arc" and damaged["bad.arc"]["records_kept"] == 3
+    assert damaged["example-trunc.warc"]["errors"] == {"invalid_header": 1}
+    assert damaged["edge-truncated.warc.gz"]["records_kept"] == 6  # warcinfo + 5 whole records; the cut one is not kept
+    mid = damaged["mid-damage.warc.gz"]
+    assert mid["resyncs"] >= 1 and mid["records_kept"] > 0 and "bad_compression" in mid["errors"]
+    assert got["resyncs"] == sum(d["resyncs"] for d in damaged.values()) > 0
+    assert all(d["records_kept"] == 0 for n, d in damaged.items() if expected[n] in ("empty", "not_a_warc"))
+    assert got["input_files"] == len(expected) + 1
+    html = (out / "report.html").read_text()
+    assert 'id="damaged-files"' in html and all(f"{tmp_path / 'in'}/{n}</code>" in html for n in expected)
+    assert "invalid literal for int() with base 10: &#x27;abc&#x27;" in html
+
+    assert report.main([str(out), "--no-html"]) == 0  # the terminal tables
+    tables = capsys.readouterr().out
+    flat = " ".join(tables.split())  # rich wraps long lines
+    assert "input: 8 files, 7 of them damaged (table below)" in flat
+    assert f"{got['resyncs']} resyncs after damage" in flat
+    assert "Damaged input files (7 of 8" in flat and all(f"│ {n} " in tables for n in expected)
+
+
+def test_summary_lists_at_most_20_damaged_files():
+    """A dump with many damaged files: the summary names 20 and points to `sift stats --json` for the rest."""
+    recs = [{"file": f"/data/f{i:02d}.warc.gz", "kind": "not_a_warc", "content": "text", "records_kept": 0}
+            for i in range(25)]
+    lines = curate.format_damaged(recs, 100, "runs/x")
+    assert lines[0].startswith("  damaged input files: 25 of 100, in /data/ (25 with nothing readable)")
+    assert len(lines) == 1 + 20 + 1 and "f19.warc.gz" in lines[20] and "f20" not in "".join(lines)
+    assert lines[-1].strip() == "... and 5 more (see sift stats runs/x --json)"
