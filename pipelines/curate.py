@@ -39,7 +39,7 @@ from operators.domains import registered_domain
 from operators.warc import ReadConfig, iter_warc, sniff_format
 from pipelines import stats as statslib
 from pipelines.config import config_hash, parse_set, resolve, config_parser
-from pipelines.io import OutputDir, list_inputs, open_input
+from pipelines.io import OutputDir, input_locations, list_inputs, open_input
 from pipelines.layout import DOCS_DIR, EXCLUSIONS_DIR, STATS_DIR, init_ray  # noqa: F401 (re-exported)
 from pipelines.run_info import run_metadata
 from pipelines.schema import document_schema, parse_warc_date, to_table
@@ -380,12 +380,19 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
     out = OutputDir(cfg.output)
     out.check_writable()
     document_stages(cfg)  # a missing or wrong model is an error here, before any work starts
+    locations = input_locations(cfg.input)
     if out.exists("run.json"):
         previous = out.read_json("run.json")
         if previous.get("output_hash") != cfg.output_hash():
             raise ValueError(
                 f"{cfg.output} holds a run made with different settings (output hash "
                 f"{previous.get('output_hash')} != {cfg.output_hash()}); choose a new --output"
+            )
+        had = previous.get("input_locations")
+        if had is not None and had != locations:
+            raise ValueError(
+                f"{cfg.output} holds a curate run of {', '.join(had)}, not of {', '.join(locations)}: rerun with that "
+                "--input (files added under it since are curated and added), or choose a new --output"
             )
     out.makedirs(DOCS_DIR)
     out.makedirs(STATS_DIR)
@@ -394,7 +401,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
     units = [{"path": p, "shard": shard_name(p)} for p in inputs]
     done = set(out.list(STATS_DIR, suffix=".json"))
     pending = largest_first([u for u in units if f"{u['shard']}.json" not in done])
-    meta = run_metadata(asdict(cfg), cfg.output_hash())
+    meta = {**run_metadata(asdict(cfg), cfg.output_hash()), "input_locations": locations}
     out.write_json({**meta, "status": "running", "inputs": len(units), "pending": len(pending)}, "run.json")
 
     if pending:

@@ -59,6 +59,12 @@ def _list_remote(spec: str) -> list[str]:
     return []
 
 
+def input_locations(specs: list[str] | tuple[str, ...]) -> list[str]:
+    """The input specs as locations independent of the working directory (local paths and globs made absolute,
+    symlinks resolved; URIs and URLs as given), sorted: what a run records to recognise its own input again."""
+    return sorted(s if s.startswith(URL_SCHEMES) or _is_remote(s) else os.path.realpath(s) for s in specs)
+
+
 def list_inputs(specs: list[str] | tuple[str, ...], cc_base_url: str = "s3://commoncrawl/") -> list[str]:
     """Expand input specs into a sorted, de-duplicated list of WARC/ARC files.
 

@@ -140,6 +140,11 @@ def test_changed_settings_refuse_the_same_output(finished_run):
     changed = replace(cfg, extract=replace(cfg.extract, main_content=False))
     with pytest.raises(ValueError, match="different settings"):
         run(changed)
+    # the same settings on other input files: refused before any work, not added to this run's shards
+    other = replace(cfg, input=tuple(str(p) for p in sorted(SAMPLE.glob("*.warc.gz")) if str(p) not in cfg.input)[:1])
+    with pytest.raises(ValueError, match="holds a curate run of .* not of .*rerun with that --input"):
+        run(other)
+    assert sorted(os.listdir(f"{cfg.output}/documents")) == sorted([f"{shard_name(p)}.parquet" for p in cfg.input] + ["_SUCCESS"])
 
 
 def test_bad_paths_fail_before_any_work(tmp_path):
