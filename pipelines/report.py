@@ -142,6 +142,15 @@ def _summary(x: np.ndarray) -> dict[str, float] | None:
     return {"n": int(len(x)), "mean": float(x.mean()), "p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
 
 
+def _shown(path: str) -> str:
+    """A run folder as the user would type it: a local one relative to the working directory when it lies under
+    it (every run of a chain then reads alike, however each recorded its input), else absolute; URIs as given."""
+    if "://" in path:
+        return path
+    rel = os.path.relpath(os.path.realpath(path))
+    return rel if not rel.startswith("..") else os.path.realpath(path)
+
+
 def _completed(out: OutputDir, stats_dir: str) -> list[str]:
     return [n[: -len(".json")] for n in out.list(stats_dir, suffix=".json")]
 
@@ -217,7 +226,7 @@ def print_report(rep: Report, console=None) -> None:
 
     console = console or Console()
     for r in rep.runs:
-        console.print(f"[bold]{r['kind']}[/bold] {r['path']}  status={r['status']}  units done={rep.units.get(r['kind'], 0)}")
+        console.print(f"[bold]{r['kind']}[/bold] {_shown(r['path'])}  status={r['status']}  units done={rep.units.get(r['kind'], 0)}")
     c = rep.counters
     if c.get("read/files"):
         damaged = f", {len(rep.damaged_files):,} of them damaged (table below)" if rep.damaged_files else ""
@@ -407,7 +416,7 @@ def write_html(rep: Report, path: str | Path) -> Path:
         f"<td>{esc(', '.join(f'{k} ({v:,})' for k, v in sorted(f['drops'].items(), key=lambda kv: -kv[1]) if v))}</td></tr>"
         for f in data["funnel"]
     )
-    runs = "".join(f"<li><b>{esc(r['kind'])}</b> <code>{esc(r['path'])}</code> — {esc(str(r['status']))}</li>" for r in data["runs"])
+    runs = "".join(f"<li><b>{esc(r['kind'])}</b> <code>{esc(_shown(r['path']))}</code> — {esc(str(r['status']))}</li>" for r in data["runs"])
     plots = "".join(
         f'<figure><figcaption>{esc(title)}</figcaption><img alt="{esc(title)}" src="data:image/png;base64,{png}"></figure>'
         for title, png in figures(rep)
