@@ -712,7 +712,7 @@ def write_index(cfg: "DedupConfig", out: OutputDir, shards: list[str], previous:
     if missing:
         raise AssertionError(f"index parts missing (shards rewritten before the index was written?): {missing[:3]}")
     documents = sum(pq.ParquetFile(p, filesystem=out.fs).metadata.num_rows for p in mine)
-    parts = (previous or {}).get("parts", []) + mine
+    parts = (previous or {}).get("parts", []) + [out.uri_of(INDEX_DIR, f"{s}.parquet") for s in shards]
     out.write_json({"params": _index_params(cfg), "parts": parts,
                     "documents": documents + (previous or {}).get("documents", 0)}, INDEX_DIR, "index.json")
     out.write_bytes(b"", INDEX_DIR, "_SUCCESS")
@@ -1075,7 +1075,7 @@ class RewriteShard:
             raise RuntimeError(f"dedup failed on shard {shard}: {type(exc).__name__}: {exc}") from exc
 
     def _rewrite(self, shard: str) -> dict[str, Any]:
-        table = pq.read_table(self.src.path(DOCS_DIR, f"{shard}.parquet"))
+        table = pq.read_table(self.src.path(DOCS_DIR, f"{shard}.parquet"), filesystem=self.src.fs)
         stats: Counter = Counter()
         ids = table.column("doc_id").to_pylist()
         urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(ids)
@@ -1175,7 +1175,7 @@ def _plan(cfg: DedupConfig, src: OutputDir, out: OutputDir, paths: list[str], in
         import ray
 
         init_ray(cfg.num_cpus)
-        docs = ray.data.read_parquet(paths).select_columns(columns)
+        docs = ray.data.read_parquet(paths, filesystem=src.fs).select_columns(columns)
         partitions = cfg.shuffle_partitions or 2 * int(ray.cluster_resources().get("CPU", 1))
     removed = np.zeros(0, np.int64)
 
@@ -1354,7 +1354,7 @@ def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160, per_c
     meta = out.read_json("run.json")
     # where the input was (absolute since input_location was recorded; older runs: as given, from their cwd)
     source = meta.get("input_location") or meta["config"]["input"]
-    removed = pads.dataset(out.path(REMOVED_DIR), format="parquet").to_table().to_pylist() if out.list(REMOVED_DIR, suffix=".parquet") else []
+    removed = pads.dataset(out.path(REMOVED_DIR), format="parquet", filesystem=out.fs).to_table().to_pylist() if out.list(REMOVED_DIR, suffix=".parquet") else []
     lines = [f"sift dedup report: {dedup_output} (from {source}); {len(removed)} documents removed"]
     by_reason = Counter(f"{r['stage']}/{r['reason']}" for r in removed)
     for key, n in by_reason.most_common():
@@ -1373,7 +1373,8 @@ def dedup_report(dedup_output: str, top: int = 5, sample_chars: int = 160, per_c
         wanted = set(clusters) | {m["doc_id"] for members in clusters.values() for m in members}
         src = OutputDir(source)
         if src.exists(DOCS_DIR):
-            docs = pads.dataset(src.path(DOCS_DIR), format="parquet").to_table(columns=["doc_id", "url", "text"])
+            docs = pads.dataset(src.path(DOCS_DIR), format="parquet", filesystem=src.fs).to_table(
+                columns=["doc_id", "url", "text"])
             for doc_id, url, text in zip(*(docs.column(c).to_pylist() for c in ("doc_id", "url", "text"))):
                 if doc_id in wanted:
                     texts[doc_id] = (url, " ".join(text.split())[:sample_chars])

@@ -130,6 +130,12 @@ class OutputDir:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def uri_of(self, *parts: str) -> str:
+        """A file under this folder as a URI that names its filesystem (`s3://bucket/...`; a plain path when local):
+        what to hand to readers that are not given `self.fs` (Ray Data, another process)."""
+        path = self.path(*parts)
+        return path if isinstance(self.fs, pafs.LocalFileSystem) else f"{self.uri.split('://', 1)[0]}://{path}"
+
     @property
     def location(self) -> str:
         """Where this folder is, independent of the working directory (an absolute path, or the URI)."""

@@ -176,7 +176,7 @@ def collect(run_dir: str) -> Report:
             for unit in done:
                 p = out.path(REMOVED_DIR, f"{unit}.parquet")
                 if out.exists(REMOVED_DIR, f"{unit}.parquet"):
-                    t = pq.read_table(p, columns=["stage", "reason", "cluster_size"])
+                    t = pq.read_table(p, columns=["stage", "reason", "cluster_size"], filesystem=out.fs)
                     for stage, reason, size in zip(*(t.column(c).to_pylist() for c in ("stage", "reason", "cluster_size"))):
                         rep.removed_by[f"{stage}/{reason}"] += 1
                         if size is not None:
@@ -191,8 +191,8 @@ def collect(run_dir: str) -> Report:
             if not last_docs.out.exists(DOCS_DIR, f"{unit}.parquet"):
                 continue
             path = last_docs.out.path(DOCS_DIR, f"{unit}.parquet")
-            names = set(pq.read_schema(path).names)
-            t = pq.read_table(path, columns=[c for c in DOC_COLUMNS if c in names])
+            names = set(pq.read_schema(path, filesystem=last_docs.out.fs).names)
+            t = pq.read_table(path, columns=[c for c in DOC_COLUMNS if c in names], filesystem=last_docs.out.fs)
             rep.documents += t.num_rows
             if "lang" in names:
                 rep.languages.update(x or "?" for x in t.column("lang").to_pylist())

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from operators.tokenizer import Tokenizer
@@ -161,9 +162,14 @@ def write_token_file(out: OutputDir, tokens: np.ndarray, dtype: pa.DataType, *pa
     return hashlib.sha256(data).hexdigest()
 
 
-def read_token_shard(path: str | Path) -> np.ndarray:
-    """A token shard as a read-only numpy array over the memory-mapped file (zero copy)."""
-    source = pa.memory_map(str(path), "r")
+def read_token_shard(path: str | Path, filesystem: pafs.FileSystem | None = None) -> np.ndarray:
+    """A token shard as a read-only numpy array over the memory-mapped file (zero copy); on an object store
+    (`filesystem` not local) the file is read into memory."""
+    if filesystem is None or isinstance(filesystem, pafs.LocalFileSystem):
+        source = pa.memory_map(str(path), "r")
+    else:
+        with filesystem.open_input_file(str(path)) as f:
+            source = pa.BufferReader(f.read())
     reader = pa.ipc.open_file(source)
     if reader.num_record_batches == 0:
         return np.zeros(0, np.uint16)
@@ -199,7 +205,7 @@ class TokenizeShard:
 
     def process(self, shard: str) -> Counter:
         cfg = self.cfg
-        pf = pq.ParquetFile(self.src.path(DOCS_DIR, f"{shard}.parquet"))
+        pf = pq.ParquetFile(self.src.path(DOCS_DIR, f"{shard}.parquet"), filesystem=self.src.fs)
         names = set(pf.schema_arrow.names)
         columns = ["text"] + [c for c in PROVENANCE if c in names]
         stats: Counter = Counter()
@@ -284,12 +290,12 @@ class PackShard:
         pieces, doc_tables, out_pos = [], [], 0
         for p in unit["parts"]:
             part, start = p["name"], p["start"]
-            docs = pq.read_table(self.out.path(PARTS_DIR, f"{part}.{split}.docs.parquet"))
+            docs = pq.read_table(self.out.path(PARTS_DIR, f"{part}.{split}.docs.parquet"), filesystem=self.out.fs)
             offs = docs.column("token_offset").to_numpy() + start
             sel = np.flatnonzero((offs >= unit["lo"]) & (offs < unit["hi"]))
             if len(sel) == 0:
                 continue
-            tokens = read_token_shard(self.out.path(PARTS_DIR, f"{part}.{split}.arrow"))
+            tokens = read_token_shard(self.out.path(PARTS_DIR, f"{part}.{split}.arrow"), self.out.fs)
             a = int(docs.column("token_offset")[int(sel[0])].as_py())
             last = int(sel[-1])
             b = int(docs.column("token_offset")[last].as_py()) + int(docs.column("num_tokens")[last].as_py()) + 1
