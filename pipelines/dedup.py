@@ -673,7 +673,7 @@ def load_index(cfg: "DedupConfig") -> dict[str, Any]:
     """index.json of `cfg.index` (a dedup output or its index/ folder), checked against this run's settings."""
     root = OutputDir(cfg.index)
     if not root.exists("index.json") and root.exists(INDEX_DIR, "index.json"):
-        root = OutputDir(root.path(INDEX_DIR))
+        root = OutputDir(root.uri_of(INDEX_DIR))
     if not root.exists("index.json") or not root.exists("_SUCCESS"):
         raise ValueError(f"index {cfg.index!r}: no finished dedup index there (expected index/index.json and _SUCCESS)")
     info = root.read_json("index.json")

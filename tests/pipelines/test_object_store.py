@@ -62,6 +62,12 @@ def test_curate_dedup_tokenize_stats_on_s3_equal_a_local_run(s3, tmp_path, monke
     again = _sift(s3, "curate", "--input", "s3://crawl/warcs/", "--output", "s3://crawl/runs/curate")
     assert f"{len(INPUTS)} input files (0 processed now)" in again.stdout  # a rerun on the object store skips finished shards
     _sift(s3, "dedup", "--input", "s3://crawl/runs/curate", "--output", "s3://crawl/runs/dedup")
+    # incremental: the same crawl against the first run's index on S3 keeps nothing new
+    _sift(s3, "dedup", "--input", "s3://crawl/runs/curate", "--output", "s3://crawl/runs/dedup-again",
+          "--set", "index=s3://crawl/runs/dedup")
+    # the same dedup as Ray Data shuffles (what a cluster runs) instead of in-process
+    _sift(s3, "dedup", "--input", "s3://crawl/runs/curate", "--output", "s3://crawl/runs/dedup-ray",
+          "--set", "local_max_docs=0")
     _sift(s3, "tokenize", "--input", "s3://crawl/runs/dedup", "--output", "s3://crawl/runs/tokens",
           "--set", "shard_tokens=20000", "--set", "validation_fraction=0.1")
     stats = json.loads(_sift(s3, "stats", "s3://crawl/runs/tokens", "--json").stdout)
@@ -72,6 +78,8 @@ def test_curate_dedup_tokenize_stats_on_s3_equal_a_local_run(s3, tmp_path, monke
     assert remote == local and len(remote) > 20
     kept = _texts(fs, "crawl/runs/dedup/documents")
     assert set(kept) < set(remote)  # the sample holds exact duplicates
+    assert _texts(fs, "crawl/runs/dedup-ray/documents") == kept
+    assert _texts(fs, "crawl/runs/dedup-again/documents") == {}
     names = {info.path.rsplit("/", 1)[-1] for info in fs.get_file_info(pafs.FileSelector("crawl/runs/tokens/tokens", recursive=True))}
     assert {"manifest.json", "_SUCCESS"} <= names and any(n.endswith(".arrow") for n in names)
     assert not any(n.startswith(".tmp-") for n in names)  # every file committed under its final name
