@@ -63,6 +63,7 @@ def _worker(rank: int, world: int, store: str, zero: bool, bucket_mb: float, out
     if zero:
         assert any(opt.owner[id(p)] != rank for p in copies)  # some copies are refreshed after a broadcast
     torch.save({**{k: v.detach().clone() for k, v in model.state_dict().items()}, "stale copies": stale}, f"{out}.{rank}")
+    dist.barrier()  # both ranks done before either tears gloo down (else a peer's closed socket can abort it)
     dist.destroy_process_group()
 
 
@@ -104,6 +105,7 @@ def _zero1_worker(rank: int, world: int, store: str, copy_only: bool, out: str) 
     torch.save({"state": {k: v.detach().clone() for k, v in model.state_dict().items()}, "behind": behind,
                 "stale copies": stale_copies,
                 "not owned": sorted(n for n, p in model.named_parameters() if opt.owner[id(p)] != rank)}, f"{out}.{rank}")
+    dist.barrier()  # both ranks done before either tears gloo down (else a peer's closed socket can abort it)
     dist.destroy_process_group()
 
 
